@@ -1,0 +1,24 @@
+# chatrelay — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_SYSTEM_CERTS := 1
+VENV := .venv
+# uv lives in its own venv so that `uv sync` (exact by default) never uninstalls itself.
+UV := .tools/bin/uv
+PY := $(VENV)/bin/python
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.PHONY: venv
+venv: $(UV) ## Create .venv and install the workspace from uv.lock
+	$(UV) sync --frozen
+
+.PHONY: dev
+dev: venv ## Run the whole product natively (Redis, gateway, web, nginx+TLS) on https://localhost:8443
+	$(PY) scripts/dev.py
