@@ -19,6 +19,5 @@ $(UV):
 venv: $(UV) ## Create .venv and install the workspace from uv.lock
 	$(UV) sync --frozen
 
-.PHONY: dev
-dev: venv ## Run the whole product natively (Redis, gateway, web, nginx+TLS) on https://localhost:8443
-	$(PY) scripts/dev.py
+# Each area keeps its targets in mk/<area>.mk.
+include $(sort $(wildcard mk/*.mk))
