@@ -1,0 +1,141 @@
+"""The events a session's stream carries, and their wire encoding.
+
+An event travels as three parts: its integer id (the session's sequence number), its SSE
+event name, and its JSON data. The gateway encodes the data once; Redis carries it in the log
+and on pub/sub as ``"<seq> <name> <json>"``; the web service turns that into SSE bytes once
+and writes the same bytes to every connection.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "Delta",
+    "Done",
+    "ErrorEvent",
+    "Event",
+    "Message",
+    "MessageAdded",
+    "Reset",
+    "SessionSettings",
+    "SettingsChanged",
+    "Snapshot",
+    "Start",
+    "Truncate",
+    "Usage",
+    "decode_wire",
+    "encode_data",
+    "encode_sse",
+    "encode_wire",
+]
+
+Role = Literal["user", "assistant"]
+Status = Literal["complete", "streaming", "stopped", "error"]
+
+
+class SessionSettings(msgspec.Struct, omit_defaults=False):
+    system: str | None = None
+    model: str = ""
+    temperature: float | None = None
+
+
+class Message(msgspec.Struct):
+    id: str
+    role: Role
+    content: str
+    status: Status
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Snapshot(msgspec.Struct):
+    name: ClassVar[str] = "snapshot"
+    id: str
+    settings: SessionSettings
+    messages: list[Message]
+    seq: int
+
+
+class MessageAdded(msgspec.Struct):
+    name: ClassVar[str] = "message"
+    message: Message
+
+
+class Start(msgspec.Struct):
+    name: ClassVar[str] = "start"
+    reply_id: str
+    model: str
+
+
+class Delta(msgspec.Struct):
+    name: ClassVar[str] = "delta"
+    reply_id: str
+    text: str
+
+
+class Done(msgspec.Struct):
+    name: ClassVar[str] = "done"
+    reply_id: str
+    finish_reason: str
+    usage: Usage | None
+
+
+class ErrorEvent(msgspec.Struct):
+    name: ClassVar[str] = "error"
+    reply_id: str
+    code: str
+    message: str
+
+
+class SettingsChanged(msgspec.Struct):
+    name: ClassVar[str] = "settings"
+    settings: SessionSettings
+
+
+class Truncate(msgspec.Struct):
+    """Removes the message ``from_message_id`` and all after it (``None``: all messages)."""
+
+    name: ClassVar[str] = "truncate"
+    from_message_id: str | None
+
+
+class Reset(msgspec.Struct):
+    """The requested ``Last-Event-ID`` is gone from the log; a snapshot follows."""
+
+    name: ClassVar[str] = "reset"
+    last_event_id: int
+
+
+Event = (
+    Snapshot | MessageAdded | Start | Delta | Done | ErrorEvent | SettingsChanged | Truncate | Reset
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_data(event: Event) -> bytes:
+    """The event's JSON ``data`` (its fields only: the name travels beside it)."""
+    return _encoder.encode(event)
+
+
+def encode_wire(seq: int, name: str, data: bytes) -> bytes:
+    """How an event travels through Redis pub/sub: ``b"<seq> <name> <json>"``."""
+    return b"%d %s %s" % (seq, name.encode(), data)
+
+
+def decode_wire(raw: bytes) -> tuple[int, str, bytes]:
+    seq, name, data = raw.split(b" ", 2)
+    return int(seq), name.decode(), data
+
+
+def encode_sse(seq: int | None, name: str, data: bytes) -> bytes:
+    """One SSE frame. JSON data never holds a raw newline, so one ``data:`` line suffices."""
+    head = b"" if seq is None else b"id: %d\n" % seq
+    return b"%sevent: %s\ndata: %s\n\n" % (head, name.encode(), data)

@@ -1,0 +1,58 @@
+"""Redis key and channel names. The ``{session}`` hash tag keeps a session in one cluster slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONTROL_CHANNEL", "SessionKeys"]
+
+PREFIX = "chatrelay"
+# Gateways listen here for stop requests: ``b"<session_id> <reply_id>"``.
+CONTROL_CHANNEL = f"{PREFIX}:control"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    session_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.session_id}}}:"
+
+    @property
+    def session(self) -> str:
+        """Hash: ``settings`` (JSON), ``seq`` (last event id), ``streaming`` (reply id)."""
+        return self.base + "session"
+
+    @property
+    def log(self) -> str:
+        """Stream of events, entry id ``<seq>-0``, fields ``e`` (name) and ``d`` (data)."""
+        return self.base + "log"
+
+    @property
+    def order(self) -> str:
+        """List of message ids in conversation order."""
+        return self.base + "order"
+
+    @property
+    def lock(self) -> str:
+        """The reply id generating now; expires unless the generating gateway refreshes it."""
+        return self.base + "lock"
+
+    @property
+    def stop(self) -> str:
+        """The reply id a client asked to stop."""
+        return self.base + "stop"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel carrying each event as it is logged."""
+        return self.base + "events"
+
+    def message(self, message_id: str) -> str:
+        """Hash: ``role``, ``status``."""
+        return f"{self.base}msg:{message_id}"
+
+    def text(self, message_id: str) -> str:
+        """String: the message content (APPENDed to while streaming)."""
+        return f"{self.base}text:{message_id}"

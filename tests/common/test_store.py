@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from chatrelay_common import (
+    CONTROL_CHANNEL,
+    Done,
+    ErrorEvent,
+    Message,
+    NothingToRegenerateError,
+    ReplyBusyError,
+    SessionKeys,
+    SessionNotFoundError,
+    SessionSettings,
+    SessionStore,
+    Usage,
+    decode_wire,
+)
+
+
+async def test_a_reply_is_logged_and_snapshotted_atomically(store: SessionStore) -> None:
+    session = await store.create(SessionSettings(system="be brief", model="m", temperature=0.5))
+    message_id, reply_id = await store.begin_reply(session, model="m", content="hi")
+    assert await store.append_delta(session, reply_id, "Hel")
+    assert await store.append_delta(session, reply_id, "lo ✓")
+
+    snapshot = await store.snapshot(session)
+    assert snapshot.seq == 4
+    assert snapshot.settings == SessionSettings(system="be brief", model="m", temperature=0.5)
+    assert snapshot.messages == [
+        Message(id=message_id or "", role="user", content="hi", status="complete"),
+        Message(id=reply_id, role="assistant", content="Hello ✓", status="streaming"),
+    ]
+
+    usage = Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    assert await store.finish_reply(session, reply_id, Done(reply_id, "stop", usage))
+    # A reply can finish only once, and takes no text after that.
+    assert not await store.finish_reply(session, reply_id, Done(reply_id, "stop", None))
+    assert not await store.append_delta(session, reply_id, "late")
+
+    log = await store.events_after(session, 0)
+    assert [(e.seq, e.name) for e in log] == [
+        (1, "message"), (2, "start"), (3, "delta"), (4, "delta"), (5, "done"),
+    ]
+    assert log[3].data.decode() == f'{{"reply_id":"{reply_id}","text":"lo ✓"}}'
+    assert [e.seq for e in await store.events_after(session, 3)] == [4, 5]
+    assert (await store.snapshot(session)).messages[1].status == "complete"
+
+
+async def test_each_event_is_published_with_its_seq(store: SessionStore, redis: Redis) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(SessionKeys(session).channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    _, reply_id = await store.begin_reply(session, model="m", content="hi")
+    await store.append_delta(session, reply_id, "a b")
+    got = []
+    for _ in range(3):
+        message = await pubsub.get_message(timeout=1)
+        assert message is not None
+        got.append(decode_wire(message["data"]))
+    await pubsub.aclose()
+    assert got[0][:2] == (1, "message")
+    assert got[1] == (2, "start", f'{{"reply_id":"{reply_id}","model":"m"}}'.encode())
+    assert got[2] == (3, "delta", f'{{"reply_id":"{reply_id}","text":"a b"}}'.encode())
+
+
+async def test_one_reply_at_a_time_and_unknown_sessions(store: SessionStore) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    _, reply_id = await store.begin_reply(session, model="m", content="one")
+    with pytest.raises(ReplyBusyError):
+        await store.begin_reply(session, model="m", content="two")
+    with pytest.raises(ReplyBusyError):
+        await store.clear(session)
+    await store.finish_reply(session, reply_id, ErrorEvent(reply_id, "upstream_error", "boom"))
+    await store.begin_reply(session, model="m", content="two")
+    with pytest.raises(SessionNotFoundError):
+        await store.begin_reply("nope", model="m", content="x")
+    with pytest.raises(SessionNotFoundError):
+        await store.snapshot("nope")
+
+
+async def test_stop_flags_the_streaming_reply_and_tells_gateways(
+    store: SessionStore, redis: Redis
+) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    assert await store.request_stop(session) is None  # nothing streams: a no-op
+    _, reply_id = await store.begin_reply(session, model="m", content="hi")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CONTROL_CHANNEL)
+    await pubsub.get_message(timeout=1)
+    assert await store.request_stop(session) == reply_id
+    message = await pubsub.get_message(timeout=1)
+    await pubsub.aclose()
+    assert message is not None
+    assert message["data"] == f"{session} {reply_id}".encode()
+    assert await store.stop_requested(session, reply_id)
+
+
+async def test_an_orphaned_reply_is_closed_when_the_lock_expired(
+    store: SessionStore, redis: Redis
+) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    _, orphan = await store.begin_reply(session, model="m", content="hi")
+    await store.append_delta(session, orphan, "partial")
+    await redis.delete(SessionKeys(session).lock)  # as if its gateway died and the lock expired
+    await store.begin_reply(session, model="m", content="again")
+    snapshot = await store.snapshot(session)
+    assert [(m.content, m.status) for m in snapshot.messages] == [
+        ("hi", "complete"), ("partial", "error"), ("again", "complete"), ("", "streaming"),
+    ]
+    names = [e.name for e in await store.events_after(session, 0)]
+    assert names == ["message", "start", "delta", "error", "message", "start"]
+
+
+async def test_regenerate_edit_and_clear_truncate_for_every_tab(store: SessionStore) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    first, reply = await store.begin_reply(session, model="m", content="one")
+    await store.finish_reply(session, reply, Done(reply, "stop", None))
+    with pytest.raises(NothingToRegenerateError):
+        await store.begin_reply(session, model="m", content="x", replace_from="unknown")
+
+    _, regenerated = await store.begin_reply(session, model="m", content=None)
+    after = (await store.snapshot(session)).seq
+    await store.finish_reply(session, regenerated, Done(regenerated, "stop", None))
+    assert [m.id for m in (await store.snapshot(session)).messages] == [first, regenerated]
+
+    edited, _ = await store.begin_reply(session, model="m", content="uno", replace_from=first)
+    snapshot = await store.snapshot(session)
+    assert [(m.role, m.content) for m in snapshot.messages] == [("user", "uno"), ("assistant", "")]
+    log = await store.events_after(session, after)
+    assert [e.name for e in log] == ["done", "truncate", "message", "start"]
+    assert log[1].data == f'{{"from_message_id":"{first}"}}'.encode()
+    assert edited != first
+
+    await store.finish_reply(session, snapshot.messages[1].id, Done("", "stop", None))
+    await store.clear(session)
+    assert (await store.snapshot(session)).messages == []
+    last = (await store.events_after(session, snapshot.seq))[-1]
+    assert (last.name, last.data) == ("truncate", b'{"from_message_id":null}')
+    with pytest.raises(NothingToRegenerateError):
+        await store.begin_reply(session, model="m", content=None)
+
+
+async def test_settings_change_is_an_event(store: SessionStore) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    await store.set_settings(session, SessionSettings(system="s", model="n", temperature=1.0))
+    assert await store.settings(session) == SessionSettings(system="s", model="n", temperature=1.0)
+    (event,) = await store.events_after(session, 0)
+    assert event.name == "settings"
+    assert event.data == b'{"settings":{"system":"s","model":"n","temperature":1.0}}'

@@ -1,0 +1,96 @@
+"""A real Redis for the tests: a testcontainers container where a Docker engine answers and
+the image is present locally, else a local ``redis-server`` on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+
+__all__ = ["free_port", "redis_url"]
+
+# No registry here: the image must already be on the engine (CI builds a local stand-in).
+REDIS_IMAGE = os.environ.get("CHATRELAY_TEST_REDIS_IMAGE", "redis:7-alpine")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _engine_has_image() -> bool:
+    """True when a Docker engine answers and holds the Redis image (nothing can be pulled)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
+        return False
+    import docker
+
+    # docker-py leaks its socket when the engine does not answer; that is not our leak.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env()
+        except Exception:  # no engine answers: the local server serves
+            gc.collect()
+            return False
+    try:
+        client.images.get(REDIS_IMAGE)
+    except Exception:  # no such image, and nothing can be pulled
+        return False
+    finally:
+        client.close()
+    return True
+
+
+@contextlib.contextmanager
+def _container() -> Iterator[str]:
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    from testcontainers.redis import RedisContainer
+
+    with RedisContainer(REDIS_IMAGE) as container:
+        host = container.get_container_host_ip()
+        yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+@contextlib.contextmanager
+def _local_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="chatrelay-redis-") as workdir:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    with _container() if _engine_has_image() else _local_server() as url:
+        yield url
