@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["HealthController"]
+
+
+class HealthController(Controller):
+    include_in_schema = False
+
+    @get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz")
+    async def readyz(self, redis: Redis) -> Response[dict[str, str]]:
+        try:
+            await redis.ping()
+        except (RedisError, OSError):
+            return Response({"detail": "Redis is unreachable"}, status_code=503)
+        return Response({"status": "ok"})

@@ -1,0 +1,83 @@
+"""The gateway: owns writes. ``create_app()`` reads settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from chatrelay_common import SessionStore, open_redis
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from redis.asyncio import Redis
+
+from ._controllers import SessionController
+from ._demo import DemoModelController
+from ._errors import exception_handlers
+from ._generation import Generations
+from ._health import HealthController
+from ._settings import GatewaySettings
+from ._upstream import UpstreamConfig
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: GatewaySettings | None = None) -> Litestar:
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_redis(settings.redis_url) as redis:
+            app.state.redis = redis
+            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
+            yield
+
+    @contextlib.asynccontextmanager
+    async def generations_lifespan(app: Litestar) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.idle_timeout, connect=settings.connect_timeout)
+        config = UpstreamConfig(
+            base_url=settings.upstream_base_url,
+            api_key=settings.api_key,
+            first_byte_timeout=settings.first_byte_timeout,
+        )
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            generations = Generations(app.state.store, client, config)
+            app.state.generations = generations
+            listener = asyncio.create_task(generations.listen_for_stops())
+            try:
+                yield
+            finally:
+                listener.cancel()
+                await generations.aclose()
+
+    def provide_store(state: State) -> SessionStore:
+        store: SessionStore = state.store
+        return store
+
+    def provide_redis(state: State) -> Redis:
+        redis: Redis = state.redis
+        return redis
+
+    def provide_generations(state: State) -> Generations:
+        generations: Generations = state.generations
+        return generations
+
+    def provide_default_model() -> str:
+        return settings.default_model
+
+    return Litestar(
+        route_handlers=[SessionController, HealthController, DemoModelController],
+        lifespan=[redis_lifespan, generations_lifespan],
+        dependencies={
+            "store": Provide(provide_store, sync_to_thread=False),
+            "redis": Provide(provide_redis, sync_to_thread=False),
+            "generations": Provide(provide_generations, sync_to_thread=False),
+            "default_model": Provide(provide_default_model, sync_to_thread=False),
+        },
+        state=State({"demo_token_delay": settings.demo_token_delay}),
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_message_bytes,
+        openapi_config=None,
+    )

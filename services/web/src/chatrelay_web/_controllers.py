@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from chatrelay_common import SessionStore
+from litestar import Controller, MediaType, Request, get
+from litestar.datastructures import State
+from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
+from litestar.response import File, ServerSentEvent
+
+from ._events import session_stream
+from ._fanout import Fanout
+from ._settings import WebSettings
+
+__all__ = ["EventsController", "PageController"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def _last_event_id(request: Request[Any, Any, State]) -> int | None:
+    """From the ``Last-Event-ID`` header (EventSource's reconnect), else ``?last_event_id=``."""
+    raw = request.headers.get("last-event-id")
+    if raw is None:
+        raw = request.query_params.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    if not _EVENT_ID.match(raw.strip()):
+        raise ClientException(detail="Last-Event-ID must be a non-negative integer event id")
+    return int(raw)
+
+
+class EventsController(Controller):
+    path = "/api/sessions"
+
+    @get("/{session_id:str}/events")
+    async def events(
+        self,
+        session_id: str,
+        request: Request[Any, Any, State],
+        store: SessionStore,
+        fanout: Fanout,
+        settings: WebSettings,
+    ) -> ServerSentEvent:
+        last_event_id = _last_event_id(request)
+        if not _SESSION_ID.match(session_id) or not await store.exists(session_id):
+            raise NotFoundException(detail="No such session")
+        if not fanout.connected:
+            raise ServiceUnavailableException(detail="Live events are unavailable; retry soon")
+        stream = session_stream(
+            store, fanout, session_id, last_event_id, settings.heartbeat_seconds
+        )
+        return ServerSentEvent(stream)
+
+
+class PageController(Controller):
+    include_in_schema = False
+
+    @get(["/", "/s/{session_id:str}"])
+    async def page(self) -> File:
+        return File(
+            STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
+        )
+
+    @get("/login")
+    async def login(self) -> File:
+        return File(
+            STATIC_DIR / "login.html", content_disposition_type="inline", media_type=MediaType.HTML
+        )

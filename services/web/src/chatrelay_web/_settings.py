@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from chatrelay_common import ServiceSettings
+from pydantic import Field
+
+__all__ = ["WebSettings"]
+
+
+class WebSettings(ServiceSettings):
+    host: str = Field(default="127.0.0.1", validation_alias="WEB_HOST")
+    port: int = Field(default=8002, validation_alias="WEB_PORT")
+    # SSE comment sent when a stream has been quiet this long (proxies close idle streams).
+    heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=15, validation_alias="WEB_HEARTBEAT_SECONDS"
+    )
+    # Events queued for one slow connection before it is closed (it resumes from the log).
+    max_backlog: int = Field(default=10_000, ge=10, validation_alias="WEB_MAX_BACKLOG")

@@ -1,0 +1,79 @@
+"""The web service: owns reads. Serves the page and each session's event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from chatrelay_common import SessionStore, open_redis
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.static_files import create_static_files_router
+from redis.asyncio import Redis
+
+from ._controllers import STATIC_DIR, EventsController, PageController
+from ._errors import exception_handlers
+from ._fanout import Fanout
+from ._health import HealthController
+from ._settings import WebSettings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: WebSettings | None = None) -> Litestar:
+    settings = settings or WebSettings()
+
+    @contextlib.asynccontextmanager
+    async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_redis(settings.redis_url) as redis:
+            app.state.redis = redis
+            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
+            yield
+
+    @contextlib.asynccontextmanager
+    async def fanout_lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_redis(settings.redis_url, retry=False) as redis:
+            fanout = Fanout(redis, max_backlog=settings.max_backlog)
+            app.state.fanout = fanout
+            reader = asyncio.create_task(fanout.run())
+            try:
+                yield
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    def provide_store(state: State) -> SessionStore:
+        store: SessionStore = state.store
+        return store
+
+    def provide_redis(state: State) -> Redis:
+        redis: Redis = state.redis
+        return redis
+
+    def provide_fanout(state: State) -> Fanout:
+        fanout: Fanout = state.fanout
+        return fanout
+
+    def provide_settings() -> WebSettings:
+        return settings
+
+    return Litestar(
+        route_handlers=[
+            EventsController,
+            PageController,
+            HealthController,
+            create_static_files_router(path="/static", directories=[STATIC_DIR]),
+        ],
+        lifespan=[redis_lifespan, fanout_lifespan],
+        dependencies={
+            "store": Provide(provide_store, sync_to_thread=False),
+            "redis": Provide(provide_redis, sync_to_thread=False),
+            "fanout": Provide(provide_fanout, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        exception_handlers=exception_handlers,
+        openapi_config=None,
+    )
