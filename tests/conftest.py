@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+from chatrelay_common import SessionStore, open_redis
 from redis.asyncio import Redis
 
-from chatrelay_common import SessionStore, open_redis
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import redis_url
+from tests.support.services import Service, run_service
+
+# A key shaped like a real one: no response body or log line may ever contain it.
+TEST_API_KEY = "sk-test-SECRETSECRETSECRET1234"
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +32,52 @@ async def redis(redis_server_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def store(redis: Redis) -> SessionStore:
     return SessionStore(redis, log_max_events=100)
+
+
+@pytest.fixture(scope="session")
+def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    redis_server_url: str, fake_upstream: FakeUpstream, service_logs: Path
+) -> Iterator[Service]:
+    """The gateway in front of the fake upstream, with short timeouts for the fault tests."""
+    env = {
+        "REDIS_URL": redis_server_url,
+        "OPENAI_BASE_URL": fake_upstream.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "OPENAI_MODEL": "ok",
+        "GATEWAY_FIRST_BYTE_TIMEOUT": "1.5",
+        "GATEWAY_IDLE_TIMEOUT": "1.5",
+    }
+    with run_service("gateway", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def demo_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    """The gateway with no key and no upstream: the built-in demo model."""
+    env = {"REDIS_URL": redis_server_url, "GATEWAY_DEMO_TOKEN_DELAY": "0.002"}
+    with run_service("gateway", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def web(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    env = {"REDIS_URL": redis_server_url, "WEB_HEARTBEAT_SECONDS": "1"}
+    with run_service("web", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+        yield client
