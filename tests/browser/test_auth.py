@@ -1,0 +1,59 @@
+"""With SITE_PASSWORD set, the page and every API/SSE route need the login cookie."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import expect
+
+from tests.browser.conftest import SITE_PASSWORD, Contexts
+from tests.browser.pages import SESSION_URL, last_reply, send
+from tests.browser.stack import Stack
+
+
+async def test_login_flow(contexts: Contexts, auth_stack: Stack) -> None:
+    context = await contexts.new(auth_stack.url)
+
+    # No cookie: the API and the event stream refuse, and the page sends us to /login.
+    refused = await context.request.post("/api/sessions", data={})
+    assert refused.status == 401
+    assert "detail" in await refused.json()
+    events = await context.request.get("/api/sessions/nosuchsession0000000000/events")
+    assert events.status == 401
+
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+
+    await page.locator("#password").fill("not the password")
+    await page.locator("#login-submit").click()
+    await expect(page.locator("#login-error")).to_be_visible()
+    assert not await context.cookies()
+
+    await page.locator("#password").fill(SITE_PASSWORD)
+    await page.locator("#login-submit").click()
+    await expect(page).to_have_url(SESSION_URL)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+    cookies = {c["name"]: c for c in await context.cookies()}
+    auth = cookies["chatrelay_auth"]
+    assert auth["httpOnly"] is True
+    assert auth["secure"] is True
+    assert auth["sameSite"] == "Strict"
+    assert SITE_PASSWORD not in auth["value"]
+
+    await send(page, "hello behind the door")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    await expect(last_reply(page).locator(".body")).to_have_text("echo: hello behind the door")
+
+    # The password is not kept anywhere the page can read.
+    stored = await page.evaluate(
+        "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage}) + document.cookie"
+    )
+    assert SITE_PASSWORD not in stored
+
+    # Logging out drops the cookie: back to the login page, and the API refuses again.
+    await page.locator("#logout").click()
+    await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+    again = await context.request.post("/api/sessions", data={})
+    assert again.status == 401

@@ -1,0 +1,68 @@
+"""Model output is rendered as markdown, highlighted, copyable — and never executed."""
+
+from __future__ import annotations
+
+from playwright.async_api import BrowserContext, expect
+
+from tests.browser.conftest import Contexts, Watch
+from tests.browser.pages import last_reply, open_chat, send
+from tests.browser.stack import Stack
+
+
+async def test_xss_payload_from_the_model_stays_inert(
+    context: BrowserContext,
+    watch: Watch,
+) -> None:
+    tab1 = await open_chat(context)
+    tab2 = await open_chat(context, tab1.url)
+    await send(tab1, "xss")
+    for tab in (tab1, tab2):
+        await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
+        body = last_reply(tab).locator(".body")
+        await expect(body).to_contain_text("END-OF-PAYLOAD")
+        # The raw HTML is shown as text, not parsed.
+        await expect(body).to_contain_text("<script>window.__xss")
+        await expect(body).to_contain_text('<div id="injected"')
+        found = await tab.evaluate("""() => {
+            const body = [...document.querySelectorAll('#messages .msg.assistant .body')].pop();
+            return {
+                xss: window.__xss === undefined ? null : window.__xss,
+                injected: document.getElementById('injected') !== null,
+                active: body.querySelectorAll(
+                    'script, iframe, svg, object, embed, img, [onerror], [onload], [style]'
+                ).length,
+                hrefs: [...body.querySelectorAll('a')].map((a) => a.getAttribute('href')),
+            };
+        }""")
+        assert found["xss"] is None
+        assert found["injected"] is False
+        assert found["active"] == 0
+        assert not [h for h in found["hrefs"] if h and h.lower().startswith("javascript:")]
+    assert watch.dialogs == []
+
+
+async def test_markdown_code_copy_and_math(contexts: Contexts, stack: Stack) -> None:
+    context = await contexts.new(stack.url, permissions=["clipboard-read", "clipboard-write"])
+    tab = await open_chat(context)
+    await send(tab, "showcase")
+    reply = last_reply(tab)
+    await expect(reply).to_have_attribute("data-status", "complete")
+
+    body = reply.locator(".body")
+    await expect(body.locator("strong")).to_have_text("quick sort")
+    await expect(body.locator(".codeblock .codelang")).to_have_text("python")
+    await expect(body.locator("pre code .hljs-keyword").first).to_have_text("def")
+    await expect(body.locator("li")).to_have_count(2)
+    await expect(body.locator(".katex").first).to_be_visible()
+    await expect(body.locator(".katex-display")).to_have_count(1)
+
+    await body.locator(".copy-code").click()
+    await expect(body.locator(".copy-code")).to_have_text("Copied")
+    copied = await tab.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("def quicksort(items: list[int]) -> list[int]:\n")
+    assert copied.rstrip().endswith("return quicksort(left) + [pivot] + quicksort(right)")
+
+    await reply.locator("[data-action=copy]").click()
+    copied = await tab.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("Here is a **quick sort** in Python")  # the markdown source
+    assert "$$C(n) = (n-1)" in copied
