@@ -1,0 +1,153 @@
+"""Fixtures for the edge (nginx) tests: tools, a cert, free ports, a running edge."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts import render_nginx
+from tests.infra.sse_backend import Backend
+
+# Debian keeps nginx in /usr/sbin, which a non-root PATH may lack.
+_SBIN = "/usr/sbin:/usr/local/sbin:/sbin"
+
+
+def find_tool(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path=_SBIN)
+
+
+def free_port() -> int:
+    """A port free on every interface (nginx listens on 0.0.0.0)."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}) before port {port} opened")
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    found = find_tool("nginx")
+    if found is None:
+        pytest.skip("nginx is not installed (apt-get install -y nginx); CI installs it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def openssl_bin() -> str:
+    found = find_tool("openssl")
+    if found is None:
+        pytest.skip("openssl is not installed (apt-get install -y openssl); CI installs it")
+    return found
+
+
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls_cert(openssl_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Cert:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl_bin, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return Cert(cert, key)
+
+
+def edge_values(
+    cert: Cert, *, https_port: int, http_port: int, web: str, gateway: str
+) -> dict[str, str]:
+    return {
+        "HTTPS_PORT": str(https_port),
+        "HTTP_PORT": str(http_port),
+        "WEB_UPSTREAM": web,
+        "GATEWAY_UPSTREAM": gateway,
+        "TLS_CERT": str(cert.cert),
+        "TLS_KEY": str(cert.key),
+    }
+
+
+@dataclass
+class Edge:
+    https_port: int
+    http_port: int
+    web: Backend
+    gateway: Backend
+    run_dir: Path
+    cert: Cert
+
+    @property
+    def https(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    def error_log(self) -> str:
+        log = self.run_dir / "logs" / "error.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+
+@contextlib.contextmanager
+def running_nginx(nginx: str, run_dir: Path, conf: Path, port: int) -> Iterator[None]:
+    stderr = (run_dir / "logs" / "stderr.log").open("wb")
+    proc = subprocess.Popen(
+        [nginx, "-p", str(run_dir), "-c", str(conf)], stdin=subprocess.DEVNULL, stderr=stderr
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGQUIT)
+            try:
+                proc.wait(8)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        stderr.close()
+
+
+@pytest.fixture(scope="module")
+def edge(
+    nginx_bin: str, tls_cert: Cert, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Edge]:
+    """nginx from the real template in front of two stand-in backends (web, gateway)."""
+    run_dir = tmp_path_factory.mktemp("edge")
+    with Backend("web") as web, Backend("gateway") as gateway:
+        https_port, http_port = free_port(), free_port()
+        conf = render_nginx.render_run_dir(
+            run_dir,
+            edge_values(
+                tls_cert, https_port=https_port, http_port=http_port,
+                web=web.address, gateway=gateway.address,
+            ),
+        )  # fmt: skip
+        with running_nginx(nginx_bin, run_dir, conf, https_port):
+            wait_for_port(http_port)
+            yield Edge(https_port, http_port, web, gateway, run_dir, tls_cert)

@@ -1,0 +1,266 @@
+"""The edge config: the renderer, `nginx -t`, and the directives the SSE path depends on.
+
+The directive checks read the config text on purpose: the app sends X-Accel-Buffering: no,
+so a timing test alone would not notice `proxy_buffering off` going missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scripts import render_nginx
+from tests.infra.conftest import Cert, edge_values, free_port
+from tests.infra.nginx_conf import Directive, duration_seconds, parse, size_bytes
+
+SSE_LOCATION = ["~", "^/api/sessions/[^/]+/events$"]
+HEARTBEAT_SECONDS = 15
+API_MAX_BODY = 32 * 1024
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+VALUES = {
+    "HTTPS_PORT": "8443",
+    "HTTP_PORT": "8080",
+    "WEB_UPSTREAM": "127.0.0.1:8002",
+    "GATEWAY_UPSTREAM": "127.0.0.1:8001",
+    "TLS_CERT": "/run/tls/cert.pem",
+    "TLS_KEY": "/run/tls/key.pem",
+}
+
+
+def template() -> str:
+    return render_nginx.TEMPLATE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def http() -> Directive:
+    """The rendered template, as nginx's `http {}` block would hold it."""
+    return Directive("http", [], parse(render_nginx.render(template(), VALUES)))
+
+
+def https_server(http: Directive) -> Directive:
+    servers = [s for s in http.children("server") if "ssl" in s.one("listen")]
+    assert len(servers) == 1
+    return servers[0]
+
+
+def location(server: Directive, args: list[str]) -> Directive:
+    found = [loc for loc in server.children("location") if loc.args == args]
+    assert len(found) == 1, f"want one location {args}, got {len(found)}"
+    return found[0]
+
+
+def headers_set(block: Directive) -> dict[str, str]:
+    return {args[0].lower(): args[1] for args in block.values("proxy_set_header")}
+
+
+# ---------------------------------------------------------------- renderer
+
+
+def test_template_uses_exactly_the_defined_placeholders() -> None:
+    assert render_nginx.placeholders_in(template()) == set(render_nginx.PLACEHOLDERS)
+
+
+def test_render_leaves_nginx_variables_alone() -> None:
+    text = render_nginx.render(template(), VALUES)
+    assert "${" not in text
+    assert "$host" in text
+    assert "$request_uri" in text
+    assert "$proxy_add_x_forwarded_for" in text
+
+
+def test_render_refuses_missing_and_unknown_names() -> None:
+    with pytest.raises(render_nginx.RenderError, match=r"missing.*TLS_KEY"):
+        render_nginx.render(template(), {k: v for k, v in VALUES.items() if k != "TLS_KEY"})
+    with pytest.raises(render_nginx.RenderError, match="unknown name"):
+        render_nginx.render(template(), {**VALUES, "EXTRA": "1"})
+    with pytest.raises(render_nginx.RenderError, match=r"unknown placeholder.*NOPE"):
+        render_nginx.render(template() + "\n# ${NOPE}\n", VALUES)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HTTPS_PORT", "84a3"),
+        ("HTTP_PORT", "70000"),
+        ("WEB_UPSTREAM", "127.0.0.1:8002; } server { listen 1"),
+        ("GATEWAY_UPSTREAM", "gateway"),
+        ("TLS_CERT", "/a b/cert.pem"),
+        ("TLS_KEY", "/x;y"),
+    ],
+)
+def test_render_refuses_values_that_break_the_config(name: str, value: str) -> None:
+    with pytest.raises(render_nginx.RenderError):
+        render_nginx.render(template(), {**VALUES, name: value})
+
+
+def test_upstream_list_becomes_several_servers() -> None:
+    text = render_nginx.render(template(), {**VALUES, "WEB_UPSTREAM": "10.0.0.1:80, web:8002"})
+    (web,) = [u for u in parse(text) if u.name == "upstream" and u.args == ["chatrelay_web"]]
+    assert web.values("server") == [["10.0.0.1:80"], ["web:8002"]]
+
+
+def test_envsubst_gives_the_same_config() -> None:
+    """docker's nginx image renders the template with envsubst: same result."""
+    envsubst = shutil.which("envsubst")
+    if envsubst is None:
+        pytest.skip("envsubst is not installed (gettext-base)")
+    names = " ".join(f"${{{name}}}" for name in render_nginx.PLACEHOLDERS)
+    out = subprocess.run(
+        [envsubst, names],
+        input=template(),
+        env={**os.environ, **VALUES},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == render_nginx.render(template(), VALUES)
+
+
+# ---------------------------------------------------------------- nginx -t
+
+
+def test_rendered_config_passes_nginx_t(nginx_bin: str, tls_cert: Cert, tmp_path: Path) -> None:
+    values = edge_values(
+        tls_cert,
+        https_port=free_port(),
+        http_port=free_port(),
+        web=f"127.0.0.1:{free_port()}",
+        gateway=f"127.0.0.1:{free_port()}, localhost:{free_port()}",
+    )
+    conf = render_nginx.render_run_dir(tmp_path / "run", values)
+    result = subprocess.run(
+        [nginx_bin, "-t", "-p", str(conf.parent), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
+    # the run folder holds everything nginx writes
+    temp = {p.name for p in (conf.parent / "temp").iterdir()}
+    assert temp == {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}
+
+
+def test_wrapper_keeps_every_path_under_the_run_dir() -> None:
+    main = parse(render_nginx.WRAPPER.read_text(encoding="utf-8"))
+    top = Directive("main", [], main)
+    assert top.one("daemon") == ["off"]
+    relative = [top.one("pid")[0], top.one("error_log")[0]]
+    (http,) = top.children("http")
+    relative += [http.one("access_log")[0]]
+    for name in (
+        "client_body_temp_path",
+        "proxy_temp_path",
+        "fastcgi_temp_path",
+        "uwsgi_temp_path",
+        "scgi_temp_path",
+    ):
+        relative.append(http.one(name)[0])
+    assert all(not p.startswith("/") for p in relative), relative
+    assert http.one("include") == ["chatrelay.conf"]
+
+
+# ---------------------------------------------------------------- directives
+
+
+def test_https_listener_is_tls_and_http2_in_1_22_syntax(http: Directive) -> None:
+    server = https_server(http)
+    assert server.one("listen") == ["8443", "ssl", "http2"]
+    assert server.one("ssl_certificate") == ["/run/tls/cert.pem"]
+    assert server.one("ssl_certificate_key") == ["/run/tls/key.pem"]
+    assert all(d.name != "http2" for d in http.walk()), "`http2 on;` needs nginx >= 1.25.1"
+
+
+def test_plain_http_only_redirects_to_https(http: Directive) -> None:
+    (plain,) = [s for s in http.children("server") if "ssl" not in s.one("listen")]
+    assert plain.one("listen") == ["8080"]
+    (loc,) = plain.children("location")
+    assert loc.one("return") == ["301", "https://$host$chatrelay_https_port_suffix$request_uri"]
+    (port_map,) = http.children("map")
+    assert port_map.args == ["8443", "$chatrelay_https_port_suffix"]
+    assert port_map.values("default") == [[":8443"]]
+
+
+def test_sse_location_never_buffers_and_outlives_heartbeats(http: Directive) -> None:
+    sse = location(https_server(http), SSE_LOCATION)
+    assert sse.one("proxy_pass") == ["http://chatrelay_web"]
+    assert sse.one("proxy_buffering") == ["off"]
+    assert sse.one("proxy_cache") == ["off"]
+    assert sse.one("proxy_http_version") == ["1.1"]
+    assert sse.one("gzip") == ["off"]
+    assert duration_seconds(sse.one("proxy_read_timeout")[0]) >= 3600
+    assert duration_seconds(sse.one("proxy_read_timeout")[0]) > 4 * HEARTBEAT_SECONDS
+    assert duration_seconds(sse.one("send_timeout")[0]) > 4 * HEARTBEAT_SECONDS
+    headers = headers_set(sse)
+    assert headers["connection"] == ""
+    assert headers["host"] == "$host"
+    assert headers["x-forwarded-for"] == "$proxy_add_x_forwarded_for"
+    assert headers["x-forwarded-proto"] == "$scheme"
+    # Last-Event-ID reaches web because client headers pass by default: nothing may turn
+    # that off or blank the header.
+    assert "last-event-id" not in headers
+    assert all(d.name != "proxy_pass_request_headers" for d in http.walk())
+    assert all(d.name != "proxy_ignore_headers" for d in sse.walk())
+
+
+def test_every_proxied_location_keeps_upstream_connections_alive(http: Directive) -> None:
+    for loc in https_server(http).children("location"):
+        assert loc.one("proxy_http_version") == ["1.1"], loc.args
+        headers = headers_set(loc)
+        assert headers.get("connection") == "", loc.args
+        assert headers.get("x-forwarded-proto") == "$scheme", loc.args
+    for name in ("chatrelay_web", "chatrelay_gateway"):
+        (upstream,) = [u for u in http.children("upstream") if u.args == [name]]
+        assert int(upstream.one("keepalive")[0]) > 0
+
+
+def test_routing(http: Directive) -> None:
+    server = https_server(http)
+    assert {tuple(loc.args) for loc in server.children("location")} == {
+        tuple(SSE_LOCATION),
+        ("/api/",),
+        ("/",),
+    }
+    assert location(server, ["/api/"]).one("proxy_pass") == ["http://chatrelay_gateway"]
+    assert location(server, ["/"]).one("proxy_pass") == ["http://chatrelay_web"]
+    (web,) = [u for u in http.children("upstream") if u.args == ["chatrelay_web"]]
+    (gateway,) = [u for u in http.children("upstream") if u.args == ["chatrelay_gateway"]]
+    assert web.values("server") == [["127.0.0.1:8002"]]
+    assert gateway.values("server") == [["127.0.0.1:8001"]]
+
+
+def test_gzip_never_applies_to_event_streams(http: Directive) -> None:
+    server = https_server(http)
+    for block in (http, server):
+        for args in block.values("gzip_types"):
+            assert "text/event-stream" not in args
+            assert "*" not in args
+
+
+def test_body_limit_fits_the_api_limit(http: Directive) -> None:
+    (limit,) = https_server(http).one("client_max_body_size")
+    assert API_MAX_BODY < size_bytes(limit) <= 4 * API_MAX_BODY
+    # Bodies stay in memory: workers (nobody) may not reach a temp folder below /root.
+    (buffer,) = https_server(http).one("client_body_buffer_size")
+    assert size_bytes(buffer) >= size_bytes(limit)
+
+
+def test_security_headers_on_every_https_response(http: Directive) -> None:
+    server = https_server(http)
+    added = {args[0].lower(): args[1:] for args in server.values("add_header")}
+    assert added["strict-transport-security"][0].startswith("max-age=")
+    assert added["x-content-type-options"][0] == "nosniff"
+    assert "referrer-policy" in added
+    assert added["content-security-policy"][0] == CSP
+    assert all(rest[-1] == "always" for rest in added.values())
+    # one add_header inside a location would silently drop all of the above there
+    for loc in server.children("location"):
+        assert not loc.children("add_header"), loc.args
