@@ -1,0 +1,427 @@
+"""``stream_chat`` against the fake upstream over a real socket, one test per behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from chatrelay_common import Usage
+from chatrelay_gateway._upstream import (
+    Completion,
+    UpstreamConfig,
+    UpstreamError,
+    normalize_base_url,
+    stream_chat,
+)
+
+from tests.support import fake_upstream as fake
+from tests.support.fake_upstream import FakeUpstream
+
+API_KEY = "sk-test-SECRETSECRETSECRET1234"
+MESSAGES = [{"role": "user", "content": "hi"}]
+USAGE = Usage(**fake.USAGE)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
+        yield client
+
+
+class Run:
+    """One ``stream_chat`` call; keeps every ``on_text`` piece."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        api_key: str | None = API_KEY,
+        first_byte_timeout: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.config = UpstreamConfig(base_url, api_key, first_byte_timeout)
+        self.pieces: list[str] = []
+
+    async def __call__(self, model: str) -> Completion:
+        body: dict[str, Any] = {"model": model, "messages": MESSAGES}
+        return await stream_chat(self.client, self.config, body, self.pieces.append)
+
+    async def error(self, model: str) -> UpstreamError:
+        with pytest.raises(UpstreamError) as info:
+            await self(model)
+        return info.value
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    for _ in range(int(within / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"not true after {within}s")
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def assert_key_scrubbed(message: str) -> None:
+    assert "SECRET" not in message
+    assert "1234" not in message
+    assert re.findall(r"sk-\S{0,3}", message) == ["sk-***"] * message.count("sk-")
+
+
+# --- happy paths ---------------------------------------------------------------------------
+
+
+async def test_ok_collects_exact_text_finish_and_usage(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("ok") == Completion("stop", USAGE)
+    assert run.pieces == list(fake.OK_PIECES)
+    assert "".join(run.pieces) == fake.OK_TEXT == "Hello, world! How can I help?"
+    assert fake_upstream.client_disconnects == []
+
+
+async def test_the_request_asks_for_a_stream_with_usage_and_carries_the_key(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    body = {"model": "ok", "messages": MESSAGES, "temperature": 0.5, "stream": False}
+    await stream_chat(client, run.config, body, run.pieces.append)
+
+    [(headers, sent)] = fake_upstream.requests
+    assert headers["authorization"] == f"Bearer {API_KEY}"
+    assert headers["accept"] == "text/event-stream"
+    assert headers["content-type"] == "application/json"
+    assert sent == {
+        "model": "ok",
+        "messages": MESSAGES,
+        "temperature": 0.5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def test_no_key_sends_no_authorization_header(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, api_key=None)
+    assert await run("ok") == Completion("stop", USAGE)
+    [(headers, _)] = fake_upstream.requests
+    assert "authorization" not in headers
+
+
+async def test_finish_reason_length_is_kept(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("length") == Completion("length", USAGE)
+    assert "".join(run.pieces) == fake.LENGTH_TEXT
+
+
+async def test_utf8_split_inside_characters_and_lines_arrives_exactly(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("utf8") == Completion("stop", USAGE)
+    assert run.pieces == list(fake.UTF8_PIECES)
+    assert "".join(run.pieces) == fake.UTF8_TEXT == "你好，世界 🌍🚀 再见 👋🏽"  # noqa: RUF001
+
+
+async def test_a_json_answer_to_a_stream_request_is_taken_whole(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("json") == Completion("stop", USAGE)
+    assert run.pieces == [fake.JSON_TEXT]
+
+
+async def test_a_long_json_answer_is_taken_whole(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    # ~90 KB: more than the 64 KiB kept of an error body, a plausible length for one answer.
+    assert len(fake.JSON_LONG_TEXT.encode()) > 64 * 1024
+    run = Run(client, fake_upstream.base_url)
+    assert await run("json_long") == Completion("stop", USAGE)
+    assert run.pieces == [fake.JSON_LONG_TEXT]
+
+
+async def test_finish_reason_without_done_completes(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("finish_no_done") == Completion("stop", None)
+    assert "".join(run.pieces) == fake.FINISH_NO_DONE_TEXT
+
+
+async def test_slow_runs_to_the_end(client: httpx.AsyncClient) -> None:
+    with FakeUpstream(slow_delay=0.0005) as quick:
+        run = Run(client, quick.base_url)
+        assert await run("slow") == Completion("stop", USAGE)
+        assert run.pieces == list(fake.SLOW_PIECES)
+        assert "".join(run.pieces) == fake.SLOW_TEXT
+        assert fake.SLOW_TEXT.endswith(f"w{fake.SLOW_TOKEN_COUNT - 1}")
+
+
+# --- faults mid-stream: the partial text is delivered before the error ---------------------
+
+
+async def test_error_object_mid_stream(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    error = await run.error("midstream_error")
+    assert error.code == "upstream_error"
+    assert error.message == f"The upstream failed mid-answer: {fake.MIDSTREAM_ERROR_MESSAGE}"
+    assert "".join(run.pieces) == fake.MIDSTREAM_TEXT
+
+
+async def test_a_stream_that_just_ends_is_incomplete(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    error = await run.error("no_done")
+    assert error.code == "upstream_incomplete"
+    assert error.message == "The upstream ended the answer early; the partial answer is kept"
+    assert "".join(run.pieces) == fake.NO_DONE_TEXT
+
+
+async def test_a_connection_cut_mid_body_is_a_disconnect(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    error = await run.error("cut")
+    assert error.code == "upstream_disconnected"
+    assert error.message == "The upstream connection broke; the partial answer is kept"
+    assert "".join(run.pieces) == fake.CUT_TEXT
+    # The pool recovers: the next request on the same client works.
+    assert await Run(client, fake_upstream.base_url)("ok") == Completion("stop", USAGE)
+
+
+# --- HTTP errors --------------------------------------------------------------------------
+
+
+async def test_401_names_the_auth_problem_and_never_the_key(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    error = await Run(client, fake_upstream.base_url).error("http_401")
+    assert error.code == "upstream_auth"
+    # The fake echoed "sk-test-**********1234", as OpenAI does; it is scrubbed.
+    assert "sk-test-" in fake.auth_error_message(API_KEY)
+    assert error.message == (
+        "The upstream rejected the API key (HTTP 401): Incorrect API key provided: sk-***. "
+        "You can find your API key at https://platform.openai.com/account/api-keys."
+    )
+    assert_key_scrubbed(error.message)
+    assert_key_scrubbed(str(error))
+
+
+async def test_401_without_a_key(client: httpx.AsyncClient, fake_upstream: FakeUpstream) -> None:
+    error = await Run(client, fake_upstream.base_url, api_key=None).error("http_401")
+    assert error.code == "upstream_auth"
+    assert error.message == (
+        f"The upstream rejected the API key (HTTP 401): {fake.auth_error_message(None)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "code", "message"),
+    [
+        (
+            "http_404",
+            "upstream_not_found",
+            "The upstream does not know this model or path (HTTP 404): "
+            + fake.HTTP_ERRORS["http_404"].message,
+        ),
+        (
+            "http_429",
+            "upstream_rate_limited",
+            "The upstream is rate limiting (HTTP 429); retry after 7 s: "
+            + fake.HTTP_ERRORS["http_429"].message,
+        ),
+        (
+            "http_500",
+            "upstream_unavailable",
+            "The upstream answered (HTTP 500): " + fake.HTTP_ERRORS["http_500"].message,
+        ),
+        (
+            "http_503",
+            "upstream_unavailable",
+            "The upstream answered (HTTP 503): " + fake.HTTP_ERRORS["http_503"].message,
+        ),
+        (
+            "no-such-model",
+            "upstream_not_found",
+            "The upstream does not know this model or path (HTTP 404): "
+            "The model `no-such-model` does not exist or you do not have access to it.",
+        ),
+    ],
+)
+async def test_http_errors_map_to_codes_with_the_upstream_message(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream, model: str, code: str, message: str
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    error = await run.error(model)
+    assert (error.code, error.message) == (code, message)
+    assert run.pieces == []
+
+
+# --- timeouts, refusals, cancellation -----------------------------------------------------
+
+
+async def test_no_response_head_hits_the_first_byte_timeout(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, first_byte_timeout=0.2)
+    started = time.monotonic()
+    error = await run.error("hang")
+    assert time.monotonic() - started < 2
+    assert error.code == "upstream_timeout"
+    assert error.message == "No answer from the upstream within 0.2 s"
+    # The request is abandoned at once: the fake sees its client leave.
+    await fake_upstream.wait_for_disconnect_async(timeout=2)
+    assert fake_upstream.client_disconnects == ["hang"]
+
+
+async def test_silence_mid_stream_hits_the_idle_timeout(fake_upstream: FakeUpstream) -> None:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=0.2)) as client:
+        run = Run(client, fake_upstream.base_url)
+        error = await run.error("idle")
+    assert error.code == "upstream_timeout"
+    assert error.message == (
+        "The upstream stopped sending (idle timeout); the partial answer is kept"
+    )
+    assert "".join(run.pieces) == fake.IDLE_TEXT
+    await fake_upstream.wait_for_disconnect_async(timeout=2)
+    assert fake_upstream.client_disconnects == ["idle"]
+
+
+async def test_nothing_listening_is_unreachable(client: httpx.AsyncClient) -> None:
+    error = await Run(client, f"http://127.0.0.1:{unused_port()}/v1").error("ok")
+    assert error.code == "upstream_unreachable"
+    assert error.message.startswith("Cannot reach the upstream: ")
+
+
+async def test_a_connect_that_never_completes_hits_the_connect_timeout() -> None:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=0.2)) as client:
+        with fake.unanswered_base_url() as base_url:
+            error = await Run(client, base_url).error("ok")
+    assert error.code == "upstream_timeout"
+    assert error.message == "Timed out connecting to the upstream"
+
+
+async def test_cancelling_closes_the_upstream_connection_at_once(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    task = asyncio.create_task(run("slow"))
+    await until(lambda: len(run.pieces) >= 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake_upstream.wait_for_disconnect_async(timeout=1)
+    assert fake_upstream.client_disconnects == ["slow"]
+    assert fake.SLOW_TEXT.startswith("".join(run.pieces))
+    assert len(run.pieces) < fake.SLOW_TOKEN_COUNT
+
+
+@pytest.mark.parametrize(
+    ("model", "code"), [("hang", "upstream_unavailable"), ("idle", "upstream_incomplete")]
+)
+async def test_a_waiting_fake_stops_quickly_and_ends_its_responses(
+    client: httpx.AsyncClient, model: str, code: str
+) -> None:
+    with FakeUpstream() as own:
+        run = Run(client, own.base_url)
+        task = asyncio.create_task(run.error(model))
+        await until(lambda: bool(own.requests))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(own.stop)
+        assert time.monotonic() - started < 1.5
+        error = await task
+    assert error.code == code
+    assert own.client_disconnects == []
+
+
+# --- the fake itself does the awkward things it promises ----------------------------------
+
+
+async def test_fake_ok_stream_has_crlf_comments_empty_deltas_and_usage_only_on_request(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    url = f"{fake_upstream.base_url}/chat/completions"
+    with_usage = await client.post(
+        url, json={"model": "ok", "stream": True, "stream_options": {"include_usage": True}}
+    )
+    without = await client.post(url, json={"model": "ok", "stream": True})
+    raw = with_usage.content
+    assert raw.startswith(b'data: {"id":')
+    assert b'"delta":{"role":"assistant","content":""}' in raw.split(b"\r\n\r\n")[0]
+    assert raw.count(b"\n") == raw.count(b"\r\n")
+    assert b"\r\n: keepalive\r\n" in raw
+    assert b'"delta":{},"logprobs":null,"finish_reason":null' in raw
+    assert b'"delta":{},"logprobs":null,"finish_reason":"stop"' in raw
+    assert b'"choices":[],"usage":{"prompt_tokens":12' in raw
+    assert raw.endswith(b"data: [DONE]\r\n\r\n")
+    assert b'"choices":[]' not in without.content
+    assert b'"usage"' not in without.content
+
+
+async def test_fake_utf8_bytes_arrive_split_inside_characters(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    url = f"{fake_upstream.base_url}/chat/completions"
+    async with client.stream("POST", url, json={"model": "utf8"}) as response:
+        reads = [chunk async for chunk in response.aiter_raw()]
+    undecodable = 0
+    for chunk in reads:
+        try:
+            chunk.decode()
+        except UnicodeDecodeError:
+            undecodable += 1
+    assert undecodable >= 5
+    assert b"".join(reads).decode().count("\r\n") > 0
+
+
+async def test_fake_lists_its_scenarios(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    response = await client.get(f"{fake_upstream.base_url}/models")
+    assert [model["id"] for model in response.json()["data"]] == list(fake.SCENARIOS)
+    assert fake_upstream.requests == []
+
+
+# --- base URL -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://api.openai.com", "https://api.openai.com/v1"),
+        ("https://api.openai.com/", "https://api.openai.com/v1"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("https://api.openai.com/v1/", "https://api.openai.com/v1"),
+        ("http://127.0.0.1:8001", "http://127.0.0.1:8001/v1"),
+        ("http://127.0.0.1:8001/demo/v1", "http://127.0.0.1:8001/demo/v1"),
+        ("http://localhost:11434/v1/", "http://localhost:11434/v1"),
+        ("https://example.com/openai/v1", "https://example.com/openai/v1"),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/openai/",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+        ),
+    ],
+)
+def test_normalize_base_url(given: str, expected: str) -> None:
+    assert normalize_base_url(given) == expected
