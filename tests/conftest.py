@@ -40,19 +40,27 @@ def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fake_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as upstream:
-        yield upstream
+def fake_upstream_server() -> Iterator[FakeUpstream]:
+    """One fake OpenAI-compatible upstream on a real socket for the whole run."""
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
+    """The shared fake upstream, with its recorded requests and disconnects forgotten."""
+    fake_upstream_server.reset()
+    return fake_upstream_server
 
 
 @pytest.fixture(scope="session")
 def gateway(
-    redis_server_url: str, fake_upstream: FakeUpstream, service_logs: Path
+    redis_server_url: str, fake_upstream_server: FakeUpstream, service_logs: Path
 ) -> Iterator[Service]:
     """The gateway in front of the fake upstream, with short timeouts for the fault tests."""
     env = {
         "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": fake_upstream.base_url,
+        "OPENAI_BASE_URL": fake_upstream_server.base_url,
         "OPENAI_API_KEY": TEST_API_KEY,
         "OPENAI_MODEL": "ok",
         "GATEWAY_FIRST_BYTE_TIMEOUT": "1.5",

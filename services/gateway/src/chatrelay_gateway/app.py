@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from chatrelay_common import SessionStore, open_redis
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.asyncio import Redis
 
 from ._controllers import SessionController
@@ -64,6 +66,10 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         generations: Generations = state.generations
         return generations
 
+    def too_large(_: Request[Any, Any, Any], __: Exception) -> Response[dict[str, str]]:
+        detail = f"Request body is larger than {settings.max_message_bytes} bytes"
+        return Response({"detail": detail}, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
     def provide_default_model() -> str:
         return settings.default_model
 
@@ -77,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             "default_model": Provide(provide_default_model, sync_to_thread=False),
         },
         state=State({"demo_token_delay": settings.demo_token_delay}),
-        exception_handlers=exception_handlers,
+        exception_handlers={**exception_handlers, HTTP_413_REQUEST_ENTITY_TOO_LARGE: too_large},
         request_max_body_size=settings.max_message_bytes,
         openapi_config=None,
     )
