@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 if __package__ in (None, ""):  # `python scripts/dev.py`: make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -219,6 +218,21 @@ def redis_pong(port: int) -> bool:
         return False
 
 
+def check_redis_url(redis_url: str) -> None:
+    """Fail fast when the user's Redis does not even accept a connection."""
+    url = urllib.parse.urlsplit(redis_url)
+    if url.scheme not in ("redis", "rediss"):
+        say(f"using REDIS_URL ({url.scheme}://...) from the environment / .env")
+        return
+    where = f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"  # no password in messages
+    if not tcp_open(url.port or 6379, url.hostname or "127.0.0.1"):
+        raise AbortError(
+            f"REDIS_URL points at {where}, which does not accept connections; start that "
+            "Redis, or unset REDIS_URL and dev.py starts a local one"
+        )
+    say(f"using the Redis at {where} (REDIS_URL)")
+
+
 def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -279,7 +293,6 @@ class Runner:
         *,
         stop_signal: signal.Signals = signal.SIGTERM,
         log: Path | None = None,
-        stdout: IO[bytes] | int | None = None,
     ) -> Child:
         self.check()
         proc = subprocess.Popen(
@@ -287,7 +300,6 @@ class Runner:
             env=dict(env),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
-            stdout=stdout,
             preexec_fn=_die_with_parent,  # the runner has no threads
         )
         child = Child(name, proc, stop_signal, log)
@@ -462,7 +474,7 @@ def run(runner: Runner, environ: Mapping[str, str]) -> None:
         child_env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         say(f"redis up on 127.0.0.1:{port} (data in {redis_dir})")
     else:
-        say("using REDIS_URL from the environment / .env")
+        check_redis_url(env["REDIS_URL"])
 
     services = (("gateway", "GATEWAY"), ("web", "WEB"))
     for name, _prefix in services:

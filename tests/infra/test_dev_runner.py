@@ -296,3 +296,10 @@ def test_runner_refuses_a_port_in_use(
     assert done.returncode == 1
     assert f"port {port} (HTTPS_PORT) is already in use" in done.stderr
     assert "started" not in done.stderr
+
+
+def test_unreachable_redis_url_fails_fast_without_the_password() -> None:
+    port = free_port()
+    with pytest.raises(dev.AbortError, match=f"127.0.0.1:{port}, which does not") as caught:
+        dev.check_redis_url(f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert "hunter2" not in str(caught.value)
