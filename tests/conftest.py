@@ -9,7 +9,7 @@ from chatrelay_common import SessionStore, open_redis
 from redis.asyncio import Redis
 
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.redis_server import redis_url
+from tests.support.redis_server import free_port, redis_url
 from tests.support.services import Service, run_service
 
 # A key shaped like a real one: no response body or log line may ever contain it.
@@ -65,6 +65,18 @@ def gateway(
         "OPENAI_MODEL": "ok",
         "GATEWAY_FIRST_BYTE_TIMEOUT": "1.5",
         "GATEWAY_IDLE_TIMEOUT": "1.5",
+    }
+    with run_service("gateway", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def unreachable_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    """The gateway pointed at a port where nothing listens."""
+    env = {
+        "REDIS_URL": redis_server_url,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "OPENAI_API_KEY": TEST_API_KEY,
     }
     with run_service("gateway", env, service_logs) as service:
         yield service

@@ -34,6 +34,8 @@ async def open_events(
 
 async def _events(source: EventSource) -> AsyncIterator[Event]:
     async for sse in source.aiter_sse():
+        if sse.event == "message" and not sse.data:
+            continue  # a heartbeat comment: httpx-sse reports it as an empty event
         event_id = int(sse.id) if sse.id else None
         yield Event(event_id, sse.event, json.loads(sse.data))
 

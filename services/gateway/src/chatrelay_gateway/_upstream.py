@@ -21,7 +21,8 @@ from httpx_sse import EventSource, SSEError
 __all__ = ["Completion", "UpstreamConfig", "UpstreamError", "normalize_base_url", "stream_chat"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
-_KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{4,}")
+_WHOLE_ANSWER_LIMIT = 8 * 1024 * 1024
+_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{4,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,12 @@ def _status_error(response: httpx.Response, body: bytes) -> UpstreamError:
     return UpstreamError(code, message)
 
 
+def _error_object(error: object) -> UpstreamError:
+    """An ``{"error": ...}`` object in place of an answer."""
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return UpstreamError("upstream_error", f"The upstream failed mid-answer: {message}")
+
+
 def _text_of(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices") or []
     if not choices:
@@ -114,7 +121,9 @@ async def stream_chat(
     try:
         return await _stream(client, config, body, on_text)
     except UpstreamError as error:
-        raise UpstreamError(error.code, _scrub(error.message, config.api_key)) from None
+        scrubbed = UpstreamError(error.code, _scrub(error.message, config.api_key))
+    # Raised outside the handler, so the unscrubbed error is not even its __context__.
+    raise scrubbed
 
 
 async def _stream(
@@ -161,11 +170,11 @@ async def _stream(
         await response.aclose()
 
 
-async def _read_limited(response: httpx.Response) -> bytes:
+async def _read_limited(response: httpx.Response, limit: int = _ERROR_BODY_LIMIT) -> bytes:
     body = b""
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) >= _ERROR_BODY_LIMIT:
+        if len(body) >= limit:
             break
     return body
 
@@ -174,7 +183,16 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
     content_type = response.headers.get("content-type", "")
     if "application/json" in content_type:
         # A server that ignores `stream: true` answers with one whole completion.
-        whole = json.loads(await _read_limited(response))
+        try:
+            whole = json.loads(await _read_limited(response, _WHOLE_ANSWER_LIMIT))
+        except ValueError:
+            raise UpstreamError(
+                "upstream_protocol", "The upstream sent JSON that does not parse"
+            ) from None
+        if not isinstance(whole, dict):
+            raise UpstreamError("upstream_protocol", "The upstream sent an unexpected answer")
+        if "error" in whole:
+            raise _error_object(whole["error"])
         choice = (whole.get("choices") or [{}])[0]
         if text := (choice.get("message") or {}).get("content"):
             on_text(text)
@@ -197,9 +215,7 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
             if not isinstance(chunk, dict):
                 raise UpstreamError("upstream_protocol", "The upstream sent an unexpected chunk")
             if "error" in chunk:
-                error = chunk["error"]
-                message = error.get("message") if isinstance(error, dict) else str(error)
-                raise UpstreamError("upstream_error", f"The upstream failed mid-answer: {message}")
+                raise _error_object(chunk["error"])
             if text := _text_of(chunk):
                 on_text(text)
             for choice in chunk.get("choices") or []:
