@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
-
 from chatrelay_common import (
     CONTROL_CHANNEL,
     Done,
@@ -17,6 +15,7 @@ from chatrelay_common import (
     Usage,
     decode_wire,
 )
+from redis.asyncio import Redis
 
 
 async def test_a_reply_is_logged_and_snapshotted_atomically(store: SessionStore) -> None:
@@ -41,7 +40,11 @@ async def test_a_reply_is_logged_and_snapshotted_atomically(store: SessionStore)
 
     log = await store.events_after(session, 0)
     assert [(e.seq, e.name) for e in log] == [
-        (1, "message"), (2, "start"), (3, "delta"), (4, "delta"), (5, "done"),
+        (1, "message"),
+        (2, "start"),
+        (3, "delta"),
+        (4, "delta"),
+        (5, "done"),
     ]
     assert log[3].data.decode() == f'{{"reply_id":"{reply_id}","text":"lo ✓"}}'
     assert [e.seq for e in await store.events_after(session, 3)] == [4, 5]
@@ -108,7 +111,10 @@ async def test_an_orphaned_reply_is_closed_when_the_lock_expired(
     await store.begin_reply(session, model="m", content="again")
     snapshot = await store.snapshot(session)
     assert [(m.content, m.status) for m in snapshot.messages] == [
-        ("hi", "complete"), ("partial", "error"), ("again", "complete"), ("", "streaming"),
+        ("hi", "complete"),
+        ("partial", "error"),
+        ("again", "complete"),
+        ("", "streaming"),
     ]
     names = [e.name for e in await store.events_after(session, 0)]
     assert names == ["message", "start", "delta", "error", "message", "start"]

@@ -78,8 +78,19 @@ def _local_server() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="chatrelay-redis-") as workdir:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-             "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                workdir,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
