@@ -63,7 +63,7 @@ async def test_each_event_is_published_with_its_seq(store: SessionStore, redis: 
         message = await pubsub.get_message(timeout=1)
         assert message is not None
         got.append(decode_wire(message["data"]))
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert got[0][:2] == (1, "message")
     assert got[1] == (2, "start", f'{{"reply_id":"{reply_id}","model":"m"}}'.encode())
     assert got[2] == (3, "delta", f'{{"reply_id":"{reply_id}","text":"a b"}}'.encode())
@@ -95,7 +95,7 @@ async def test_stop_flags_the_streaming_reply_and_tells_gateways(
     await pubsub.get_message(timeout=1)
     assert await store.request_stop(session) == reply_id
     message = await pubsub.get_message(timeout=1)
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert message is not None
     assert message["data"] == f"{session} {reply_id}".encode()
     assert await store.stop_requested(session, reply_id)

@@ -69,7 +69,7 @@ ERROR_CASES = [
 async def _one_reply(
     client: httpx.AsyncClient, gateway: Service, web: Service, model: str
 ) -> tuple[str, str, list[list[Event]]]:
-    """Two tabs watch one reply from ``model``; returns (session id, reply id, each tab's events)."""
+    """Two tabs watch one reply from ``model``: (session id, reply id, each tab's events)."""
     session_id = await create_session(client, gateway.url, model=model)
     async with (
         open_events(client, web.url, session_id) as tab1,
@@ -144,8 +144,9 @@ async def test_an_unreachable_upstream_is_an_error_event(
     client: httpx.AsyncClient, unreachable_gateway: Service, web: Service
 ) -> None:
     session_id, reply_id, (tab1, _) = await _one_reply(client, unreachable_gateway, web, "ok")
-    assert tab1[-1].name == "error"
+    assert (tab1[-1].name, tab1[-1].data["reply_id"]) == ("error", reply_id)
     assert tab1[-1].data["code"] == "upstream_unreachable"
+    await _assert_kept_and_usable(client, unreachable_gateway, session_id, reply_id, "", "error")
 
 
 async def test_the_api_key_never_leaves_the_gateway(

@@ -1,0 +1,14 @@
+# Tests and static checks of the Python code.
+TEST_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl curl:curl
+TEST_PATHS := tests/common tests/gateway tests/web tests/infra
+
+.PHONY: test
+test: venv ## Install what the tests need, then run them (real Redis, uvicorn, nginx on free ports)
+	scripts/system-deps.sh $(TEST_SYSTEM_DEPS)
+	$(PY) -m pytest $(TEST_PATHS)
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
