@@ -6,7 +6,7 @@ import re
 
 from playwright.async_api import expect
 
-from tests.browser.conftest import SITE_PASSWORD, Contexts
+from tests.browser.browsing import SITE_PASSWORD, Contexts
 from tests.browser.pages import SESSION_URL, last_reply, send
 from tests.browser.stack import Stack
 

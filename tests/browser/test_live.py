@@ -6,7 +6,7 @@ import asyncio
 
 from playwright.async_api import BrowserContext, expect
 
-from tests.browser.conftest import Contexts
+from tests.browser.browsing import Contexts
 from tests.browser.fake_upstream import slow_text
 from tests.browser.netcut import CuttableLink
 from tests.browser.pages import last_reply, open_chat, reply_text, send

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.async_api import BrowserContext, expect
 
-from tests.browser.conftest import Contexts, Watch
+from tests.browser.browsing import Contexts, Watch
 from tests.browser.pages import last_reply, open_chat, send
 from tests.browser.stack import Stack
 

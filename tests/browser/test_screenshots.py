@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import Contexts
+from tests.browser.browsing import Contexts
 from tests.browser.pages import last_reply, open_chat, send
 from tests.browser.stack import ARTIFACTS, ROOT, Stack
 
@@ -33,7 +33,10 @@ def shots_dir() -> str:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-@pytest.mark.parametrize(("size", "device"), [("desktop", DESKTOP), ("phone", PHONE)])
+@pytest.mark.parametrize(
+    ("size", "device"),
+    [pytest.param("desktop", DESKTOP, id="desktop"), pytest.param("phone", PHONE, id="phone")],
+)
 async def test_screenshot(
     contexts: Contexts,
     stack: Stack,
