@@ -74,6 +74,14 @@ if grep -n '\${[A-Z][A-Z0-9_]*}' /etc/nginx/conf.d/chatrelay.conf >&2; then
     log "the template uses a placeholder this entrypoint does not know"
     exit 1
 fi
+# Test knob (tests/e2e): ignore the apps' `X-Accel-Buffering: no`, so that only the config's
+# own `proxy_buffering off` keeps the event stream unbuffered and the e2e timing check sees it.
+if [ "${EDGE_IGNORE_ACCEL_BUFFERING:-0}" = 1 ]; then
+    log "EDGE_IGNORE_ACCEL_BUFFERING=1: nginx ignores X-Accel-Buffering from upstreams"
+    echo 'proxy_ignore_headers X-Accel-Buffering;' >/etc/nginx/conf.d/00-ignore-accel-buffering.conf
+else
+    rm -f /etc/nginx/conf.d/00-ignore-accel-buffering.conf
+fi
 nginx -t -q
 
 # Every address the upstream host names resolve to, sorted, on one line.
