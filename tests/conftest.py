@@ -97,6 +97,29 @@ def web(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
         yield service
 
 
+SITE_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def locked_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    """A demo gateway behind SITE_PASSWORD."""
+    env = {
+        "REDIS_URL": redis_server_url,
+        "SITE_PASSWORD": SITE_PASSWORD,
+        "GATEWAY_DEMO_TOKEN_DELAY": "0",
+    }
+    with run_service("gateway", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def locked_web(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    """The web service behind SITE_PASSWORD."""
+    env = {"REDIS_URL": redis_server_url, "SITE_PASSWORD": SITE_PASSWORD}
+    with run_service("web", env, service_logs) as service:
+        yield service
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:

@@ -1,5 +1,6 @@
 """What the chatrelay services share: event types and wire encoding, Redis names, the store."""
 
+from ._auth import AUTH_COOKIE, auth_token, is_valid_auth_token
 from ._events import (
     Delta,
     Done,
@@ -32,6 +33,7 @@ from ._store import (
 )
 
 __all__ = [
+    "AUTH_COOKIE",
     "CONTROL_CHANNEL",
     "Delta",
     "Done",
@@ -53,10 +55,12 @@ __all__ = [
     "Start",
     "Truncate",
     "Usage",
+    "auth_token",
     "decode_wire",
     "encode_data",
     "encode_sse",
     "encode_wire",
+    "is_valid_auth_token",
     "new_id",
     "open_redis",
 ]

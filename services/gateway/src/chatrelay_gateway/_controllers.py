@@ -18,6 +18,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_409_CONFLICT
 
 from ._generation import Generations
+from ._login import login_required
 from ._schemas import CreateSession, PatchSettings, PostMessage, UnprocessableError, decode_body
 
 __all__ = ["SessionController"]
@@ -37,6 +38,7 @@ def _checked(session_id: str) -> str:
 
 class SessionController(Controller):
     path = "/api/sessions"
+    guards = (login_required,)
 
     @post("/", status_code=201)
     async def create_session(

@@ -20,6 +20,7 @@ from ._demo import DemoModelController
 from ._errors import exception_handlers
 from ._generation import Generations
 from ._health import HealthController
+from ._login import LoginController
 from ._settings import GatewaySettings
 from ._upstream import UpstreamConfig
 
@@ -74,7 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         return settings.default_model
 
     return Litestar(
-        route_handlers=[SessionController, HealthController, DemoModelController],
+        route_handlers=[SessionController, LoginController, HealthController, DemoModelController],
         lifespan=[redis_lifespan, generations_lifespan],
         dependencies={
             "store": Provide(provide_store, sync_to_thread=False),
@@ -82,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             "generations": Provide(provide_generations, sync_to_thread=False),
             "default_model": Provide(provide_default_model, sync_to_thread=False),
         },
-        state=State({"demo_token_delay": settings.demo_token_delay}),
+        state=State({"settings": settings, "demo_token_delay": settings.demo_token_delay}),
         exception_handlers={**exception_handlers, HTTP_413_REQUEST_ENTITY_TOO_LARGE: too_large},
         request_max_body_size=settings.max_message_bytes,
         openapi_config=None,

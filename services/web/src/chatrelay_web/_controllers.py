@@ -4,11 +4,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from chatrelay_common import SessionStore
-from litestar import Controller, MediaType, Request, get
+from chatrelay_common import AUTH_COOKIE, SessionStore
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
-from litestar.response import File, ServerSentEvent
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    NotFoundException,
+    ServiceUnavailableException,
+)
+from litestar.handlers import BaseRouteHandler
+from litestar.response import File, Redirect, ServerSentEvent
 
 from ._events import session_stream
 from ._fanout import Fanout
@@ -19,6 +26,12 @@ __all__ = ["EventsController", "PageController"]
 STATIC_DIR = Path(__file__).parent / "static"
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def login_required(connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler) -> None:
+    settings: WebSettings = connection.app.state.settings
+    if not settings.is_authorized(connection.cookies.get(AUTH_COOKIE)):
+        raise NotAuthorizedException(detail="Login required")
 
 
 def _last_event_id(request: Request[Any, Any, State]) -> int | None:
@@ -35,6 +48,7 @@ def _last_event_id(request: Request[Any, Any, State]) -> int | None:
 
 class EventsController(Controller):
     path = "/api/sessions"
+    guards = (login_required,)
 
     @get("/{session_id:str}/events")
     async def events(
@@ -60,7 +74,9 @@ class PageController(Controller):
     include_in_schema = False
 
     @get(["/", "/s/{session_id:str}"])
-    async def page(self) -> File:
+    async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
+        if not settings.is_authorized(request.cookies.get(AUTH_COOKIE)):
+            return Redirect("/login")
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
         )

@@ -74,6 +74,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             "fanout": Provide(provide_fanout, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
+        state=State({"settings": settings}),
         exception_handlers=exception_handlers,
         openapi_config=None,
     )

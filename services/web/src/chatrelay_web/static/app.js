@@ -183,7 +183,7 @@
   function button(label, action, cls) {
     const b = document.createElement("button");
     b.type = "button";
-    b.className = `btn tiny ghost ${cls || ""}`.trim();
+    b.className = `btn tiny ${cls === "primary" ? "" : "ghost"} ${cls || ""}`.replace(/\s+/g, " ").trim();
     b.dataset.action = action;
     b.textContent = label;
     return b;
@@ -288,6 +288,9 @@
       }
       for (const b of view.actions.querySelectorAll("[data-action=edit]")) {
         b.hidden = Boolean(streaming);
+      }
+      for (const b of view.actions.querySelectorAll("[data-action=copy]")) {
+        b.hidden = msg.content === "";
       }
       const retry = view.errorCard.querySelector("[data-action=regenerate]");
       if (retry) retry.hidden = !(isLast && !streaming);
