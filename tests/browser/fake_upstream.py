@@ -148,6 +148,24 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     else:
         pieces = [f"echo: {text}"]
 
+    # The gateway closes the request on `stop`: notice it and stop writing.
+    gone = asyncio.Event()
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch_disconnect())
+    try:
+        await _stream(send, model, pieces, delay, gone)
+    finally:
+        watcher.cancel()
+
+
+async def _stream(
+    send: Send, model: str, pieces: list[str], delay: float, gone: asyncio.Event
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -165,6 +183,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     for piece in pieces:
         if delay:
             await asyncio.sleep(delay)
+        if gone.is_set():
+            return
         await send(
             {
                 "type": "http.response.body",

@@ -16,6 +16,9 @@ from tests.browser.stack import Stack
 async def test_three_tabs_stream_the_same_text(context: BrowserContext) -> None:
     tab1 = await open_chat(context)
     tab2 = await open_chat(context, tab1.url)
+    # Through the edge over HTTP/2: all tabs' streams share one connection.
+    protocol = await tab2.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+    assert protocol == "h2"
 
     await send(tab1, "slow 60 50")  # 60 words, one every 50 ms: ~3 s
     for tab in (tab1, tab2):
