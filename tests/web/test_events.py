@@ -160,7 +160,7 @@ async def test_heartbeats_are_comments_on_a_quiet_stream(
             async with asyncio.timeout(2.5):  # the web fixture beats every second
                 async for line in response.aiter_lines():
                     lines.append(line)
-    assert lines[:2] == ["id: 0", "event: snapshot"]
+    assert lines[:4] == ["retry: 1000", "", "id: 0", "event: snapshot"]
     assert lines.count(": ping") >= 2
 
 
@@ -204,9 +204,10 @@ async def test_last_event_id_comes_from_the_header_or_the_query(
         body = b""
         async for chunk in response.aiter_bytes():
             body += chunk
-            if b"\n\n" in body:
+            if body.count(b"\n\n") == 2:
                 break
     assert body.decode() == (
+        "retry: 1000\n\n"
         f"id: {events[-1].id}\nevent: done\n"
         f'data: {{"reply_id":"{ids["reply_id"]}","finish_reason":"stop",'
         f'"usage":{{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}}}\n\n'
@@ -242,8 +243,12 @@ async def test_one_redis_subscription_per_process_released_after_disconnect(
         return int(count)
 
     async with contextlib.AsyncExitStack() as stack:
-        for _ in range(3):
-            stream = await stack.enter_async_context(open_events(client, web.url, session_id))
+        # Keep every stream referenced: a collected event iterator closes its connection.
+        streams = [
+            await stack.enter_async_context(open_events(client, web.url, session_id))
+            for _ in range(3)
+        ]
+        for stream in streams:
             await anext(stream)
         assert await subscriptions() == 1
     for _ in range(200):  # the web service unsubscribes soon after the last client left

@@ -105,7 +105,10 @@ class Generations:
             await self._generate(job)
         except Exception:
             logger.exception("reply %s failed", job.reply_id)
-            await self._finish(job, ErrorEvent(job.reply_id, "internal", "The gateway failed"))
+            # Without Redis this fails too; then the lock expires and the next message
+            # closes the reply as interrupted.
+            with contextlib.suppress(RedisError, OSError):
+                await self._finish(job, ErrorEvent(job.reply_id, "internal", "The gateway failed"))
         finally:
             if self._jobs.get(job.session_id) is job:
                 del self._jobs[job.session_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from chatrelay_common import (
@@ -14,13 +15,18 @@ from chatrelay_common import (
     encode_sse,
 )
 from litestar.response import ServerSentEventMessage
+from redis.exceptions import RedisError
 
-from ._fanout import Fanout, LiveEvent
+from ._fanout import Fanout, FanoutUnavailableError, LiveEvent
 
 __all__ = ["EncodedEvent", "session_stream"]
 
 HEARTBEAT = b": ping\n\n"
+# Reconnect after 1 s rather than the browser's default of about 3 s.
+RETRY = b"retry: 1000\n\n"
 _REPLAY_PAGE = 500
+
+logger = logging.getLogger("chatrelay.web")
 
 
 class EncodedEvent(ServerSentEventMessage):
@@ -66,6 +72,24 @@ async def session_stream(
     last_event_id: int | None,
     heartbeat_seconds: float,
 ) -> AsyncIterator[EncodedEvent]:
+    """The stream for one connection. When Redis fails it just ends: the browser reconnects
+    with ``Last-Event-ID`` and resumes without a gap."""
+    try:
+        async for event in _session_stream(
+            store, fanout, session_id, last_event_id, heartbeat_seconds
+        ):
+            yield event
+    except (FanoutUnavailableError, RedisError, OSError) as exc:
+        logger.warning("ending the events stream of a session: %s", exc)
+
+
+async def _session_stream(
+    store: SessionStore,
+    fanout: Fanout,
+    session_id: str,
+    last_event_id: int | None,
+    heartbeat_seconds: float,
+) -> AsyncIterator[EncodedEvent]:
     """Subscribe first, then send the snapshot (or the log after ``last_event_id``), then live
     events, skipping any the client already has. Events that arrive together are written
     together."""
@@ -73,9 +97,10 @@ async def session_stream(
         try:
             if last_event_id is None:
                 last, frame = await _snapshot_frame(store, session_id)
-                yield EncodedEvent(frame)
+                yield EncodedEvent(RETRY + frame)
             else:
                 last = last_event_id
+                yield EncodedEvent(RETRY)
                 async for seq, frame in _replay(store, session_id, last_event_id):
                     yield EncodedEvent(frame)
                     last = seq
