@@ -71,6 +71,20 @@ def gateway(
 
 
 @pytest.fixture(scope="session")
+def gateway_replica(
+    redis_server_url: str, fake_upstream_server: FakeUpstream, service_logs: Path
+) -> Iterator[Service]:
+    """A second gateway process on the same Redis and upstream, as with --scale gateway=2."""
+    env = {
+        "REDIS_URL": redis_server_url,
+        "OPENAI_BASE_URL": fake_upstream_server.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+    }
+    with run_service("gateway", env, service_logs) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
 def unreachable_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
     """The gateway pointed at a port where nothing listens."""
     env = {
