@@ -22,6 +22,7 @@ from ._events import (
 )
 from ._keys import CONTROL_CHANNEL, SessionKeys
 from ._redis import open_redis
+from ._service import serve, store_lifespan
 from ._settings import ServiceSettings
 from ._store import (
     LoggedEvent,
@@ -63,4 +64,6 @@ __all__ = [
     "is_valid_auth_token",
     "new_id",
     "open_redis",
+    "serve",
+    "store_lifespan",
 ]

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
+from chatrelay_common import serve
 
 from ._settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
-    uvicorn.run(
-        "chatrelay_gateway.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=5,
-    )
+    serve("chatrelay_gateway.app:create_app", host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from chatrelay_common import SessionStore, open_redis
+from chatrelay_common import SessionStore, store_lifespan
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -29,13 +29,6 @@ __all__ = ["create_app"]
 
 def create_app(settings: GatewaySettings | None = None) -> Litestar:
     settings = settings or GatewaySettings()
-
-    @contextlib.asynccontextmanager
-    async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_redis(settings.redis_url) as redis:
-            app.state.redis = redis
-            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
-            yield
 
     @contextlib.asynccontextmanager
     async def generations_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -76,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[SessionController, LoginController, HealthController, DemoModelController],
-        lifespan=[redis_lifespan, generations_lifespan],
+        lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
             "store": Provide(provide_store, sync_to_thread=False),
             "redis": Provide(provide_redis, sync_to_thread=False),

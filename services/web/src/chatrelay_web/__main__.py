@@ -1,23 +1,15 @@
-"""``python -m chatrelay_web``: serve the web service with uvicorn."""
+"""``python -m chatrelay_web``: serve the web with uvicorn."""
 
 from __future__ import annotations
 
-import uvicorn
+from chatrelay_common import serve
 
 from ._settings import WebSettings
 
 
 def main() -> None:
     settings = WebSettings()
-    uvicorn.run(
-        "chatrelay_web.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=5,
-    )
+    serve("chatrelay_web.app:create_app", host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

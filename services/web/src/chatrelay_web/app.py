@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from chatrelay_common import SessionStore, open_redis
+from chatrelay_common import SessionStore, open_redis, store_lifespan
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -24,13 +24,6 @@ __all__ = ["create_app"]
 
 def create_app(settings: WebSettings | None = None) -> Litestar:
     settings = settings or WebSettings()
-
-    @contextlib.asynccontextmanager
-    async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_redis(settings.redis_url) as redis:
-            app.state.redis = redis
-            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
-            yield
 
     @contextlib.asynccontextmanager
     async def fanout_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -67,7 +60,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             HealthController,
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
         ],
-        lifespan=[redis_lifespan, fanout_lifespan],
+        lifespan=[store_lifespan(settings), fanout_lifespan],
         dependencies={
             "store": Provide(provide_store, sync_to_thread=False),
             "redis": Provide(provide_redis, sync_to_thread=False),

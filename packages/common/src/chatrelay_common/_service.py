@@ -1,0 +1,43 @@
+"""What running either service takes, framework aside: Redis on the app state, and uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import uvicorn
+
+from ._redis import open_redis
+from ._settings import ServiceSettings
+from ._store import SessionStore
+
+__all__ = ["serve", "store_lifespan"]
+
+
+def store_lifespan(
+    settings: ServiceSettings,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan context manager putting ``redis`` and ``store`` on ``app.state``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with open_redis(settings.redis_url) as redis:
+            app.state.redis = redis
+            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
+            yield
+
+    return lifespan
+
+
+def serve(factory: str, *, host: str, port: int) -> None:
+    """Run an app factory (``"module:create_app"``) behind a proxy that sets X-Forwarded-*."""
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        timeout_graceful_shutdown=5,
+    )
