@@ -142,6 +142,15 @@ run_native_stack() {
     say "native stack up in $((SECONDS - start)) s"
 }
 
+if ! command -v curl >/dev/null; then  # the SSE clients are `curl --http2`
+    if [[ $(id -u) -eq 0 ]]; then
+        say "apt-get install curl"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+    else
+        say "curl is missing: apt-get install curl"; exit 1
+    fi
+fi
 pick_engine
 if [[ $mode == compose ]]; then run_compose_stack; else run_native_stack; fi
 

@@ -117,16 +117,25 @@ SLIM
 }
 
 build_standin() {  # $1: PYTHON_IMAGE | REDIS_IMAGE | NGINX_IMAGE
-    local name=${STANDIN[$1]} file="$HERE/standins/${DOCKERFILE[$1]}.Dockerfile"
-    if have_image "$name" && [[ -z ${REBUILD:-} ]]; then
+    local name=${STANDIN[$1]} file="$HERE/standins/${DOCKERFILE[$1]}.Dockerfile" recipe
+    # The image remembers the hash of its Dockerfile: an edited recipe rebuilds it.
+    recipe=$(sha256sum "$file" | cut -c1-16)
+    if [[ -z ${REBUILD:-} ]] && [[ $(docker image inspect -f '{{index .Config.Labels "chatrelay.recipe"}}' \
+        "$name" 2>/dev/null) == "$recipe" ]]; then
         say "$name present"
         return
     fi
     build_base
     say "docker build $name"
     local start=$SECONDS
-    DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-        -t "$name" -f "$file" "$HERE/standins" >/dev/null
+    # The classic builder: no buildx here, and the same command works with docker 20.10 to 28.
+    mkdir -p "$CACHE"
+    if ! DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+        --label "chatrelay.recipe=$recipe" -t "$name" -f "$file" "$HERE/standins" \
+        >"$CACHE/build-${DOCKERFILE[$1]}.log" 2>&1; then
+        tail -n 30 "$CACHE/build-${DOCKERFILE[$1]}.log" >&2
+        die "building $name failed (log: $CACHE/build-${DOCKERFILE[$1]}.log)"
+    fi
     say "$name built in $((SECONDS - start)) s"
 }
 
