@@ -54,5 +54,6 @@ $(LINT_TOOLS)/bin/hadolint:
 lint-compose: $(LINT_TOOLS)/bin/hadolint ## Check compose (schema + config -q), Dockerfiles (hadolint), shell scripts (shellcheck)
 	$(LINT_TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml
 	$$(scripts/engine.sh compose) -f infra/compose.yaml config -q
+	$$(scripts/engine.sh compose) -f infra/compose.yaml -f tests/e2e/compose.e2e.yaml config -q
 	$(LINT_TOOLS)/bin/hadolint services/gateway/Dockerfile services/web/Dockerfile infra/docker/edge/Dockerfile infra/docker/standins/*.Dockerfile
 	$(LINT_TOOLS)/bin/shellcheck scripts/engine.sh scripts/e2e.sh infra/docker/base-images.sh infra/docker/edge/*.sh
