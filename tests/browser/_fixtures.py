@@ -8,12 +8,15 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
 from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, SITE_PASSWORD, Contexts, Watch
 from tests.browser.stack import Stack, run_stack
 
 __all__ = ["auth_stack", "browser", "chromium", "context", "contexts", "stack", "watch"]
+
+# Generous: CI machines have 2 cores, and a dropped stream reconnects after ~3 s.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +58,8 @@ async def contexts(browser: Browser, watch: Watch) -> AsyncIterator[Contexts]:
     opened = Contexts(browser, watch)
     yield opened
     violations = await watch.csp_violations()
+    if watch.console:  # shown by pytest when the test failed
+        print("browser console errors and failed requests:", *watch.console, sep="\n  ")
     for context in opened.opened:
         await context.close()
     assert not watch.errors, f"uncaught page errors: {watch.errors}"

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Dialog, Page
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, Request
 from playwright.async_api import Error as PlaywrightError
 
 CHROMIUM = os.environ.get("CHATRELAY_CHROMIUM", "/usr/bin/chromium")
@@ -41,6 +41,7 @@ class Watch:
     dialogs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     pages: list[Page] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)  # for the failure report only
 
     def attach(self, page: Page) -> None:
         self.pages.append(page)
@@ -51,6 +52,15 @@ class Watch:
 
         page.on("dialog", on_dialog)
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", self._console)
+        page.on("requestfailed", self._failed)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console.append(message.text)
+
+    def _failed(self, request: Request) -> None:
+        self.console.append(f"request failed: {request.method} {request.url} {request.failure}")
 
     async def csp_violations(self) -> list[str]:
         found: list[str] = []

@@ -26,7 +26,7 @@ from typing import IO
 from scripts.render_nginx import render_run_dir
 from tests.support.redis_server import free_port, wait_for_port
 
-__all__ = ["ARTIFACTS", "ROOT", "Stack", "run_stack"]
+__all__ = ["ARTIFACTS", "LOG_MAX_EVENTS", "ROOT", "Stack", "run_stack"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,7 +34,9 @@ LOGS = ARTIFACTS / "browser-logs"
 UPSTREAM_KEY = "sk-browser-test-key-0123456789"
 UPSTREAM_MODEL = "fake-gpt"
 # Variables of the developer's shell that would change what the services do.
-_SCRUB = ("OPENAI_", "SITE_PASSWORD", "GATEWAY_", "WEB_", "REDIS_URL", "HTTPS_PORT")
+_SCRUB = ("OPENAI_", "SITE_PASSWORD", "GATEWAY_", "WEB_", "REDIS_URL", "HTTPS_PORT", "CHATRELAY_")
+# The smallest event log the services accept: a tab away for longer gets `reset` + snapshot.
+LOG_MAX_EVENTS = 100
 
 
 @dataclass
@@ -121,6 +123,7 @@ def run_stack(
             "OPENAI_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
             "OPENAI_API_KEY": UPSTREAM_KEY,
             "OPENAI_MODEL": UPSTREAM_MODEL,
+            "CHATRELAY_LOG_MAX_EVENTS": str(LOG_MAX_EVENTS),
             "PYTHONUNBUFFERED": "1",
         }
     )

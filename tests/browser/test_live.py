@@ -10,7 +10,7 @@ from tests.browser.browsing import Contexts
 from tests.browser.fake_upstream import slow_text
 from tests.browser.netcut import CuttableLink
 from tests.browser.pages import last_reply, open_chat, reply_text, send
-from tests.browser.stack import Stack
+from tests.browser.stack import LOG_MAX_EVENTS, Stack
 
 
 async def test_three_tabs_stream_the_same_text(context: BrowserContext) -> None:
@@ -20,9 +20,9 @@ async def test_three_tabs_stream_the_same_text(context: BrowserContext) -> None:
     protocol = await tab2.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
     assert protocol == "h2"
 
-    await send(tab1, "slow 60 50")  # 60 words, one every 50 ms: ~3 s
+    await send(tab1, "slow 100 50")  # 100 words, one every 50 ms: ~5 s
     for tab in (tab1, tab2):
-        await expect(tab.locator(".msg.user .body").last).to_have_text("slow 60 50")
+        await expect(tab.locator(".msg.user .body").last).to_have_text("slow 100 50")
         await expect(last_reply(tab)).to_have_attribute("data-status", "streaming")
     await expect(last_reply(tab2).locator(".body")).to_contain_text("w010")
 
@@ -31,9 +31,9 @@ async def test_three_tabs_stream_the_same_text(context: BrowserContext) -> None:
     await expect(last_reply(tab3)).to_have_attribute("data-status", "streaming")
     first_seen = await reply_text(tab3)
     assert first_seen.startswith("w001 w002"), first_seen
-    assert "w060" not in first_seen
+    assert "w100" not in first_seen
 
-    expected = slow_text(60)
+    expected = slow_text(100)
     for tab in (tab1, tab2, tab3):
         await expect(last_reply(tab)).to_have_attribute("data-status", "complete", timeout=20_000)
     texts = [await reply_text(tab) for tab in (tab1, tab2, tab3)]
@@ -78,6 +78,54 @@ async def test_tab_cut_off_mid_answer_ends_with_full_text(
         assert await reply_text(asker) == expected
         assert expected.startswith(cut_text)
         await expect(watcher.locator("#messages .msg")).to_have_count(2)
+
+
+# Counts what the page's EventSource receives; the page itself is not changed.
+_COUNT_EVENTS = """
+window.__events = {reset: 0, snapshot: 0};
+const NativeEventSource = window.EventSource;
+window.EventSource = class extends NativeEventSource {
+  constructor(url, init) {
+    super(url, init);
+    for (const name of ['reset', 'snapshot']) {
+      this.addEventListener(name, () => { window.__events[name] += 1; });
+    }
+  }
+};
+"""
+
+
+async def test_tab_away_longer_than_the_log_resets_and_ends_right(
+    contexts: Contexts,
+    stack: Stack,
+) -> None:
+    asker_browser = await contexts.new(stack.url)
+    asker = await open_chat(asker_browser)
+    async with CuttableLink(int(stack.url.rsplit(":", 1)[1])) as link:
+        watcher_browser = await contexts.new(link.url)
+        await watcher_browser.add_init_script(_COUNT_EVENTS)
+        watcher = await open_chat(watcher_browser, asker.url.replace(stack.url, link.url))
+
+        words = 3 * LOG_MAX_EVENTS + 100
+        await send(asker, f"slow {words} 12")
+        await expect(last_reply(watcher).locator(".body")).to_contain_text("w005")
+        link.cut()
+        await watcher_browser.set_offline(True)
+        # More events than the log keeps go by while the watcher is away.
+        await expect(last_reply(asker).locator(".body")).to_contain_text(
+            f"w{3 * LOG_MAX_EVENTS:03d}", timeout=20_000
+        )
+        await watcher_browser.set_offline(False)
+        link.restore()
+
+        await expect(last_reply(watcher)).to_have_attribute(
+            "data-status", "complete", timeout=20_000
+        )
+        assert await reply_text(watcher) == slow_text(words)
+        await expect(watcher.locator("#messages .msg")).to_have_count(2)
+        counts = await watcher.evaluate("window.__events")
+        assert counts["reset"] >= 1, counts
+        assert counts["snapshot"] >= 2, counts  # the first one, and the one after `reset`
 
 
 async def test_stop_from_another_tab_stops_every_tab(context: BrowserContext) -> None:

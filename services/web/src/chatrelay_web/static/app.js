@@ -853,6 +853,19 @@
   });
 
   // ------------------------------------------------------------------ boot
+  // Creating a session is safe to repeat (at worst an unused empty session), so a network
+  // blip (Chrome fails in-flight requests when the machine's interfaces change) is retried.
+  async function createSession() {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await api("POST", "/api/sessions", {});
+      } catch (err) {
+        if (err.status !== 0 || attempt >= 4) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 400 * attempt));
+      }
+    }
+  }
+
   async function boot() {
     renderRecent();
     renderControls();
@@ -862,7 +875,7 @@
     } else {
       setConn("connecting", "creating chat");
       try {
-        const created = await api("POST", "/api/sessions", {});
+        const created = await createSession();
         state.sessionId = created.id;
         history.replaceState(null, "", `/s/${encodeURIComponent(created.id)}`);
       } catch (err) {
