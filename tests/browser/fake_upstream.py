@@ -7,7 +7,8 @@ chosen by the last user message, so a test drives it by what it types in the pag
   ``MS`` milliseconds apart (default 40).
 - ``xss`` — :data:`XSS_PAYLOAD`: markdown mixed with HTML and script that must stay inert.
 - ``fail STATUS`` — that HTTP status with an OpenAI error body (no stream).
-- ``showcase`` — :data:`SHOWCASE`: markdown with a code block, a list and math.
+- ``showcase`` or :data:`SHOWCASE_PROMPT` — :data:`SHOWCASE`: markdown with a code block, a
+  list and math.
 - anything else — ``echo: <message>``.
 """
 
@@ -19,7 +20,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["SHOWCASE", "XSS_PAYLOAD", "app", "slow_text"]
+__all__ = ["SHOWCASE", "SHOWCASE_PROMPT", "XSS_PAYLOAD", "app", "slow_text"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +39,7 @@ XSS_PAYLOAD = (
     "END-OF-PAYLOAD"
 )
 
+SHOWCASE_PROMPT = "How do I sort a list in Python, and how fast is it?"
 SHOWCASE = (
     "Here is a **quick sort** in Python, plus the maths behind its average cost.\n\n"
     "```python\n"
@@ -143,7 +145,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         delay = int(match.group(2) or 40) / 1000
     elif text == "xss":
         pieces = re.findall(r".{1,12}", XSS_PAYLOAD, flags=re.S)
-    elif text == "showcase":
+    elif text in ("showcase", SHOWCASE_PROMPT):
         pieces = re.findall(r".{1,16}", SHOWCASE, flags=re.S)
     else:
         pieces = [f"echo: {text}"]

@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.browsing import Contexts
+from tests.browser.fake_upstream import SHOWCASE_PROMPT
 from tests.browser.pages import last_reply, open_chat, send
 from tests.browser.stack import ARTIFACTS, ROOT, Stack
 
@@ -47,9 +48,7 @@ async def test_screenshot(
 ) -> None:
     writer = await contexts.new(stack.url)
     tab = await open_chat(writer)
-    await send(tab, "Sort a list in Python, and how fast is it?")
-    await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
-    await send(tab, "showcase")
+    await send(tab, SHOWCASE_PROMPT)
     await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
 
     viewer = await contexts.new(stack.url, color_scheme=scheme, **device)
