@@ -9,11 +9,15 @@ from chatrelay_common import SessionStore, open_redis
 from redis.asyncio import Redis
 
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.redis_server import free_port, redis_url
+from tests.support.redis_server import free_port, redis_source, redis_url
 from tests.support.services import Service, run_service
 
 # A key shaped like a real one: no response body or log line may ever contain it.
 TEST_API_KEY = "sk-test-SECRETSECRETSECRET1234"
+
+
+def pytest_report_header() -> str:
+    return f"redis: {redis_source()}"
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ import time
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["free_port", "redis_url"]
+__all__ = ["free_port", "redis_source", "redis_url"]
 
-# No registry here: the image must already be on the engine (CI builds a local stand-in).
-REDIS_IMAGE = os.environ.get("CHATRELAY_TEST_REDIS_IMAGE", "redis:7-alpine")
+# Nothing is pulled (there may be no registry): the image must already be on the engine, e.g.
+# the Debian stand-in that `make images` builds and names in REDIS_IMAGE.
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7-alpine")
 
 
 def free_port() -> int:
@@ -63,7 +64,7 @@ def _engine_has_image() -> bool:
 @contextlib.contextmanager
 def _container() -> Iterator[str]:
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-    from testcontainers.redis import RedisContainer
+    from testcontainers.community.redis import RedisContainer
 
     with RedisContainer(REDIS_IMAGE) as container:
         host = container.get_container_host_ip()
@@ -99,6 +100,12 @@ def _local_server() -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def redis_source() -> str:
+    if _engine_has_image():
+        return f"testcontainers, image {REDIS_IMAGE}"
+    return "a local redis-server (no Docker engine holding the image)"
 
 
 @contextlib.contextmanager
