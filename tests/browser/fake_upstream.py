@@ -7,6 +7,8 @@ chosen by the last user message, so a test drives it by what it types in the pag
   ``MS`` milliseconds apart (default 40).
 - ``xss`` — :data:`XSS_PAYLOAD`: markdown mixed with HTML and script that must stay inert.
 - ``fail STATUS`` — that HTTP status with an OpenAI error body (no stream).
+- ``cut N`` — ``w001 … wN`` (with a trailing space), then the connection drops: no finish
+  chunk, no ``[DONE]``.
 - ``showcase`` or :data:`SHOWCASE_PROMPT` — :data:`SHOWCASE`: markdown with a code block, a
   list and math.
 - anything else — ``echo: <message>``.
@@ -56,6 +58,10 @@ SHOWCASE = (
     "$$C(n) = (n-1) + \\frac{2}{n}\\sum_{k=0}^{n-1} C(k) \\approx 2n \\ln n$$\n\n"
     "Pick a random pivot to make the worst case unlikely."
 )
+
+
+class StreamCutError(RuntimeError):
+    """Raised inside the ASGI app so that uvicorn drops the connection mid-response."""
 
 
 def slow_text(count: int) -> str:
@@ -137,7 +143,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
 
     delay = 0.0
-    if match := re.fullmatch(r"slow (\d+)(?: (\d+))?", text):
+    cut = False
+    if match := re.fullmatch(r"cut (\d+)", text):
+        pieces = [f"w{i:03d} " for i in range(1, int(match.group(1)) + 1)]
+        delay, cut = 0.02, True
+    elif match := re.fullmatch(r"slow (\d+)(?: (\d+))?", text):
         pieces = [
             f"w{i:03d}" + ("" if i == int(match.group(1)) else " ")
             for i in range(1, int(match.group(1)) + 1)
@@ -160,13 +170,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
     watcher = asyncio.ensure_future(watch_disconnect())
     try:
-        await _stream(send, model, pieces, delay, gone)
+        await _stream(send, model, pieces, delay, gone, cut)
+        if cut:
+            raise StreamCutError("the fake upstream drops the connection mid-stream")
     finally:
         watcher.cancel()
 
 
 async def _stream(
-    send: Send, model: str, pieces: list[str], delay: float, gone: asyncio.Event
+    send: Send, model: str, pieces: list[str], delay: float, gone: asyncio.Event, cut: bool
 ) -> None:
     await send(
         {
@@ -194,5 +206,7 @@ async def _stream(
                 "more_body": True,
             }
         )
+    if cut:
+        return  # no finish chunk, no [DONE]: the caller drops the connection
     await send({"type": "http.response.body", "body": _chunk(model, {}, "stop"), "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})

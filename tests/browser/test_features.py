@@ -7,6 +7,7 @@ import asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.browsing import Contexts
+from tests.browser.fake_upstream import slow_text
 from tests.browser.pages import SESSION_URL, last_reply, open_chat, reply_text, send, session_id
 from tests.browser.stack import UPSTREAM_MODEL, Stack
 
@@ -111,6 +112,22 @@ async def test_upstream_error_shows_a_card_with_retry(context: BrowserContext) -
 
     await send(tab2, "and now?")
     await expect(last_reply(tab1).locator(".body")).to_have_text("echo: and now?")
+
+
+async def test_cut_upstream_stream_keeps_the_partial_text_with_an_error_card(
+    context: BrowserContext,
+) -> None:
+    tab1 = await open_chat(context)
+    tab2 = await open_chat(context, tab1.url)
+    await send(tab1, "cut 8")
+    for tab in (tab1, tab2):
+        await expect(last_reply(tab)).to_have_attribute("data-status", "error")
+        await expect(last_reply(tab).locator(".error-card")).to_be_visible()
+        await expect(last_reply(tab).locator(".body")).to_have_text(slow_text(8))
+    await tab2.reload()  # the snapshot has the same: partial text, status error
+    await expect(last_reply(tab2)).to_have_attribute("data-status", "error")
+    await expect(last_reply(tab2).locator(".error-card [data-action=regenerate]")).to_be_visible()
+    await expect(last_reply(tab2).locator(".body")).to_have_text(slow_text(8))
 
 
 async def test_composer_keys(context: BrowserContext) -> None:

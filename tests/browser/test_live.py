@@ -149,3 +149,37 @@ async def test_stop_from_another_tab_stops_every_tab(context: BrowserContext) ->
     # Stopped means stopped: nothing more arrives.
     await asyncio.sleep(0.5)
     assert await reply_text(tab3) == texts[0]
+
+
+async def test_streaming_rerenders_only_the_streaming_message(context: BrowserContext) -> None:
+    tab = await open_chat(context)
+    await send(tab, "showcase")
+    await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
+    await tab.evaluate("""() => {
+        const earlier = document.getElementById('messages');
+        window.__earlier = [...earlier.children];
+        window.__content = 0;  // text or elements changed
+        window.__attributes = [];  // e.g. a button hidden or shown
+        const watch = new MutationObserver((records) => {
+            for (const r of records) {
+                if (r.type === 'attributes') window.__attributes.push(r.attributeName);
+                else window.__content += 1;
+            }
+        });
+        const what = {subtree: true, childList: true, characterData: true, attributes: true};
+        for (const el of window.__earlier) watch.observe(el, what);
+    }""")
+    await send(tab, "slow 80 20")
+    await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
+    assert await reply_text(tab) == slow_text(80)
+    untouched = await tab.evaluate("""() => ({
+        content: window.__content,
+        attributes: window.__attributes,
+        attached: window.__earlier.every((el) => document.contains(el)),
+    })""")
+    # The earlier messages keep their elements and content; only their buttons come and go
+    # (Regenerate moves to the new last reply, Edit hides while a reply streams).
+    assert untouched["attached"] is True
+    assert untouched["content"] == 0, untouched
+    assert set(untouched["attributes"]) <= {"hidden"}, untouched
+    assert len(untouched["attributes"]) <= 4, untouched

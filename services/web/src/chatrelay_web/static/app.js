@@ -271,12 +271,17 @@
     }
   }
 
+  // Only touch the DOM when something changes (fewer mutations, no needless style work).
+  function setHidden(node, hidden) {
+    if (node.hidden !== hidden) node.hidden = hidden;
+  }
+
   function renderControls() {
     const streaming = streamingMessage();
     document.body.dataset.streaming = streaming ? "true" : "false";
-    el.send.hidden = Boolean(streaming);
-    el.stop.hidden = !streaming;
-    el.empty.hidden = state.messages.length > 0 || !state.loaded;
+    setHidden(el.send, Boolean(streaming));
+    setHidden(el.stop, !streaming);
+    setHidden(el.empty, state.messages.length > 0 || !state.loaded);
     const last = state.messages[state.messages.length - 1];
     for (const msg of state.messages) {
       const view = views.get(msg.id);
@@ -284,17 +289,17 @@
       const isLast = msg === last;
       for (const b of view.actions.querySelectorAll("[data-action=regenerate]")) {
         // An error card brings its own Retry button.
-        b.hidden = !(isLast && msg.role === "assistant" && !streaming && msg.status !== "error");
+        setHidden(b, !(isLast && msg.role === "assistant" && !streaming && msg.status !== "error"));
       }
       for (const b of view.actions.querySelectorAll("[data-action=edit]")) {
-        b.hidden = Boolean(streaming);
+        setHidden(b, Boolean(streaming));
       }
       for (const b of view.actions.querySelectorAll("[data-action=copy]")) {
-        b.hidden = msg.content === "";
+        setHidden(b, msg.content === "");
       }
       const retry = view.errorCard.querySelector("[data-action=regenerate]");
-      if (retry) retry.hidden = !(isLast && !streaming);
-      view.actions.hidden = msg.status === "streaming";
+      if (retry) setHidden(retry, !(isLast && !streaming));
+      setHidden(view.actions, msg.status === "streaming");
     }
     el.clearBtn.disabled = Boolean(streaming) || state.messages.length === 0;
   }
