@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from playwright.async_api import BrowserContext, Locator, Page, Request, expect
+from playwright.async_api import Error as PlaywrightError
 
 __all__ = ["SESSION_URL", "last_reply", "open_chat", "reply_text", "send", "session_id"]
 
@@ -34,13 +35,16 @@ async def open_chat(context: BrowserContext, path: str = "/") -> Page:
     page = await context.new_page()
     changes = _NetworkChanges(page)
     for attempt in (1, 2):
-        await page.goto(path)
         wait = 8_000 if attempt == 1 else 15_000
         try:
+            await page.goto(path)
             await expect(page).to_have_url(SESSION_URL, timeout=wait)
             await expect(page.locator("#conn")).to_have_attribute(
                 "data-state", "live", timeout=wait
             )
+        except PlaywrightError as exc:  # the navigation itself was cut
+            if attempt == 2 or NETWORK_CHANGED not in str(exc):
+                raise
         except AssertionError:
             if attempt == 2 or not changes.seen:
                 raise

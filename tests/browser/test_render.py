@@ -13,6 +13,13 @@ async def test_xss_payload_from_the_model_stays_inert(
     context: BrowserContext,
     watch: Watch,
 ) -> None:
+    # The edge sends the strict CSP with the page; the conftest fails any test that violates it.
+    page_response = await context.request.get("/")
+    csp = page_response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+
     tab1 = await open_chat(context)
     tab2 = await open_chat(context, tab1.url)
     await send(tab1, "xss")
