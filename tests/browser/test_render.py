@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from playwright.async_api import BrowserContext, expect
 
 from tests.browser.browsing import Contexts, Watch
@@ -73,3 +75,65 @@ async def test_markdown_code_copy_and_math(contexts: Contexts, stack: Stack) -> 
     copied = await tab.evaluate("navigator.clipboard.readText()")
     assert copied.startswith("Here is a **quick sort** in Python")  # the markdown source
     assert "$$C(n) = (n-1)" in copied
+
+
+RENDER = """(src) => {
+    const box = document.createElement('div');
+    window.ChatRender.render(box, src);
+    return {
+        html: box.innerHTML,
+        text: box.innerText,
+        katex: box.querySelectorAll('.katex').length,
+        display: box.querySelectorAll('.katex-display').length,
+        errors: box.querySelectorAll('.math-error').length,
+        links: [...box.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.target, a.rel]),
+        code: [...box.querySelectorAll('pre code')].map((c) => c.textContent),
+        langs: [...box.querySelectorAll('.codelang')].map((c) => c.textContent),
+        copyButtons: box.querySelectorAll('.copy-code').length,
+        tags: [...new Set([...box.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()))],
+    };
+}"""
+
+
+async def test_markdown_edge_cases(context: BrowserContext) -> None:
+    page = await open_chat(context)
+
+    async def render(src: str) -> dict[str, Any]:
+        result: dict[str, Any] = await page.evaluate(RENDER, src)
+        result["text"] = result["text"].strip()
+        return result
+
+    money = await render("It costs $5 and $10, or $20.")
+    assert money["katex"] == 0
+    assert money["text"] == "It costs $5 and $10, or $20."
+
+    assert (await render("inline $x^2$ and \\(y_1\\)"))["katex"] == 2
+    block = await render("before\n\n$$\n\\int_0^1 x\\,dx\n$$\n\nafter")
+    assert block["display"] == 1
+    assert (await render("\\[ \\frac{1}{2} \\]"))["display"] == 1
+    broken = await render("$\\frac{1}{$ and $\\notacommand$")
+    assert broken["errors"] == 2  # shown as text marked as an error; nothing thrown
+
+    in_code = await render("`$x$` and\n\n```\n$$y$$\n```")
+    assert in_code["katex"] == 0
+    assert in_code["code"] == ["$$y$$\n"]
+
+    fenced = await render("```nosuchlang\nplain <b>text</b>\n```\n\n```js\nlet a = 1;\n```")
+    assert fenced["langs"] == ["nosuchlang", "js"]
+    assert fenced["copyButtons"] == 2
+    assert fenced["code"] == ["plain <b>text</b>\n", "let a = 1;\n"]
+
+    html = await render('<b>bold</b> <a href="https://x.test">raw</a> <style>*{}</style>')
+    assert not {"b", "style"} & set(html["tags"])
+    assert [link[0] for link in html["links"]] == ["https://x.test"]  # linkified text
+    assert html["text"] == '<b>bold</b> <a href="https://x.test">raw</a> <style>*{}</style>'
+
+    links = await render(
+        "[ok](https://example.com) [bad](javascript:alert(1)) "
+        "[data](data:text/html;base64,PHNjcmlwdD4=) see https://chatrelay.test/x"
+    )
+    hrefs = [link[0] for link in links["links"]]
+    assert hrefs == ["https://example.com", "https://chatrelay.test/x"]
+    for _, target, rel in links["links"]:
+        assert target == "_blank"
+        assert "noopener" in rel

@@ -174,13 +174,17 @@ window.ChatRender = (function () {
       try {
         katex.render(tex, el, {
           displayMode: el.classList.contains("math-display"),
-          throwOnError: false,
+          // KaTeX's own error rendering sets a style="" attribute, which the CSP blocks:
+          // show bad TeX as text with our class instead.
+          throwOnError: true,
           trust: false,
           maxSize: 50,
           maxExpand: 500,
         });
-      } catch (_err) {
+      } catch (err) {
         el.textContent = tex;
+        el.classList.add("math-error");
+        el.title = err && err.message ? String(err.message) : "Invalid TeX";
       }
     }
   }
