@@ -24,6 +24,8 @@ async def test_login_flow(contexts: Contexts, auth_stack: Stack) -> None:
     page = await context.new_page()
     await page.goto("/")
     await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+    # The login page's own assets load without the cookie (styled, script running).
+    await expect(page.locator(".login-card")).to_have_css("border-radius", "14px")
 
     await page.locator("#password").fill("not the password")
     await page.locator("#login-submit").click()
@@ -51,6 +53,19 @@ async def test_login_flow(contexts: Contexts, auth_stack: Stack) -> None:
         "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage}) + document.cookie"
     )
     assert SITE_PASSWORD not in stored
+
+    # The cookie goes away under an open page: its next request is refused, it goes to the
+    # login page, and signing in brings it back to the same conversation.
+    chat_url = page.url
+    await context.clear_cookies()
+    await page.locator("#input").fill("am I still in?")
+    await page.locator("#input").press("Enter")
+    await expect(page).to_have_url(re.compile(r"/login\?next=%2Fs%2F"))
+    await page.locator("#password").fill(SITE_PASSWORD)
+    await page.locator("#login-submit").click()
+    await expect(page).to_have_url(chat_url)
+    await expect(page.locator(".msg.user .body")).to_have_text(["hello behind the door"])
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
 
     # Logging out drops the cookie: back to the login page, and the API refuses again.
     await page.locator("#logout").click()
