@@ -82,7 +82,9 @@
   const sessionPath = (suffix) => `/api/sessions/${encodeURIComponent(state.sessionId)}${suffix}`;
 
   function explain(err, action) {
-    if (err.status === 409) return `${action}: a reply is still streaming. Stop it first.`;
+    if (err.status === 409) {
+      return `${action}: ${(err.message || "a reply is still streaming").replace(/\.$/, "")}.`;
+    }
     if (err.status === 0) return `${action}: cannot reach the server.`;
     if (err.status === 401) return `${action}: sign-in required.`;
     return `${action} failed: ${err.message}`;
