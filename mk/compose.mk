@@ -44,8 +44,9 @@ ps: ## Show the stack's containers and their health
 logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow --tail 100
 
-e2e: venv ## End-to-end tests through nginx (TLS, HTTP/2) on a real engine, else the native stack
+e2e: venv ## End-to-end: the compose stack through nginx (TLS, HTTP/2) on a real engine, then the browser tests
 	scripts/e2e.sh
+	$(MAKE) --no-print-directory browser-test
 
 $(LINT_TOOLS)/bin/hadolint:
 	python3 -m venv $(LINT_TOOLS)

@@ -1,6 +1,5 @@
 # The chat page: vendored browser libraries and the browser tests (tests/browser).
 FRONTEND := services/web/frontend
-PLAYWRIGHT_VERSION := 1.65.2
 BROWSER_SYSTEM_DEPS := chromium:chromium nginx:nginx redis-server:redis-server openssl:openssl
 
 .PHONY: assets
@@ -8,9 +7,8 @@ assets: ## Re-copy the browser libraries pinned in services/web/frontend/package
 	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && node copy-vendor.mjs
 
 .PHONY: browser-deps
-browser-deps: venv ## Install what the browser tests need: playwright (Python), chromium, nginx, redis-server
+browser-deps: venv ## Install what the browser tests need: chromium, nginx, redis-server (Playwright is in uv.lock)
 	scripts/system-deps.sh $(BROWSER_SYSTEM_DEPS)
-	@$(PY) -c 'import playwright' 2>/dev/null || $(UV) pip install --python $(PY) playwright==$(PLAYWRIGHT_VERSION)
 
 .PHONY: browser-test
 browser-test: browser-deps ## Browser tests: Playwright drives Debian's chromium through nginx TLS + HTTP/2 (screenshots in test-artifacts/)

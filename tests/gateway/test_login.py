@@ -57,3 +57,17 @@ async def test_logout_expires_the_cookie(
     assert response.status_code == 204
     assert response.headers["set-cookie"].startswith(f'{AUTH_COOKIE}="";')
     assert "Max-Age=0" in response.headers["set-cookie"]
+
+
+async def test_the_page_can_ask_whether_a_login_is_needed(
+    client: httpx.AsyncClient, locked_gateway: Service, gateway: Service
+) -> None:
+    auth = f"{locked_gateway.url}/api/auth"
+    assert (await client.get(auth)).json() == {"required": True, "authenticated": False}
+    headers = {"cookie": f"{AUTH_COOKIE}={auth_token(SITE_PASSWORD)}"}
+    assert (await client.get(auth, headers=headers)).json() == {
+        "required": True,
+        "authenticated": True,
+    }
+    open_auth = await client.get(f"{gateway.url}/api/auth")
+    assert open_auth.json() == {"required": False, "authenticated": True}

@@ -23,7 +23,8 @@ async def test_events_and_pages_require_the_login_cookie(
         assert response.headers["content-type"].startswith("text/event-stream")
 
     page = await client.get(f"{locked_web.url}/s/{created.json()['id']}")
-    assert (page.status_code, page.headers["location"]) == (302, "/login")
+    next_path = f"%2Fs%2F{created.json()['id']}"
+    assert (page.status_code, page.headers["location"]) == (302, f"/login?next={next_path}")
     assert (await client.get(f"{locked_web.url}/", headers=headers)).status_code == 200
     login_page = await client.get(f"{locked_web.url}/login")
     assert login_page.status_code == 200

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 from chatrelay_common import AUTH_COOKIE, ServiceSettings, auth_token
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
 from litestar.exceptions import NotAuthorizedException
@@ -55,6 +55,15 @@ class LoginController(Controller):
             samesite="strict",
         )
         return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[cookie])
+
+    @get("/auth")
+    async def auth(self, request: Request[Any, Any, State]) -> dict[str, bool]:
+        """Whether a login is required here, and whether this client has it."""
+        settings: ServiceSettings = request.app.state.settings
+        return {
+            "required": settings.site_password is not None,
+            "authenticated": settings.is_authorized(request.cookies.get(AUTH_COOKIE)),
+        }
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT)
     async def logout(self) -> Response[None]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from chatrelay_common import AUTH_COOKIE, SessionStore
 from litestar import Controller, MediaType, Request, Response, get
@@ -76,7 +77,7 @@ class PageController(Controller):
     @get(["/", "/s/{session_id:str}"])
     async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
         if not settings.is_authorized(request.cookies.get(AUTH_COOKIE)):
-            return Redirect("/login")
+            return Redirect(f"/login?{urlencode({'next': request.url.path})}")
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
         )
