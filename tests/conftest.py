@@ -57,21 +57,33 @@ def fake_upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
     return fake_upstream_server
 
 
+def _keyed_gateway(
+    redis_url: str, upstream_url: str, log_dir: Path, **env: str
+) -> Iterator[Service]:
+    """A gateway process that sends TEST_API_KEY to ``upstream_url``."""
+    env = {
+        "REDIS_URL": redis_url,
+        "OPENAI_BASE_URL": upstream_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        **env,
+    }
+    with run_service("gateway", env, log_dir) as service:
+        yield service
+
+
 @pytest.fixture(scope="session")
 def gateway(
     redis_server_url: str, fake_upstream_server: FakeUpstream, service_logs: Path
 ) -> Iterator[Service]:
     """The gateway in front of the fake upstream, with short timeouts for the fault tests."""
-    env = {
-        "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": fake_upstream_server.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-        "OPENAI_MODEL": "ok",
-        "GATEWAY_FIRST_BYTE_TIMEOUT": "1.5",
-        "GATEWAY_IDLE_TIMEOUT": "1.5",
-    }
-    with run_service("gateway", env, service_logs) as service:
-        yield service
+    yield from _keyed_gateway(
+        redis_server_url,
+        fake_upstream_server.base_url,
+        service_logs,
+        OPENAI_MODEL="ok",
+        GATEWAY_FIRST_BYTE_TIMEOUT="1.5",
+        GATEWAY_IDLE_TIMEOUT="1.5",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -79,25 +91,13 @@ def gateway_replica(
     redis_server_url: str, fake_upstream_server: FakeUpstream, service_logs: Path
 ) -> Iterator[Service]:
     """A second gateway process on the same Redis and upstream, as with --scale gateway=2."""
-    env = {
-        "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": fake_upstream_server.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-    }
-    with run_service("gateway", env, service_logs) as service:
-        yield service
+    yield from _keyed_gateway(redis_server_url, fake_upstream_server.base_url, service_logs)
 
 
 @pytest.fixture(scope="session")
 def unreachable_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
     """The gateway pointed at a port where nothing listens."""
-    env = {
-        "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
-        "OPENAI_API_KEY": TEST_API_KEY,
-    }
-    with run_service("gateway", env, service_logs) as service:
-        yield service
+    yield from _keyed_gateway(redis_server_url, f"http://127.0.0.1:{free_port()}/v1", service_logs)
 
 
 @pytest.fixture(scope="session")

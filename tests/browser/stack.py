@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from scripts.dev import ensure_cert
 from scripts.render_nginx import render_run_dir
 from tests.support.redis_server import free_port, wait_for_port
 
@@ -178,29 +179,7 @@ def run_stack(
             gateway = start("gateway", [sys.executable, "-m", "chatrelay_gateway"], workdir)
             web = start("web", [sys.executable, "-m", "chatrelay_web"], workdir)
 
-            cert, key = workdir / "cert.pem", workdir / "key.pem"
-            subprocess.run(
-                [
-                    _find("openssl"),
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    str(key),
-                    "-out",
-                    str(cert),
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=localhost",
-                    "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            cert, key = ensure_cert(_find("openssl"), workdir / "tls")
             conf = render_run_dir(
                 workdir / "nginx",
                 {

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts import render_nginx
+from scripts.dev import ensure_cert
 from tests.infra.sse_backend import Backend
 
 # Debian keeps nginx in /usr/sbin, which a non-root PATH may lack.
@@ -70,15 +71,7 @@ class Cert:
 
 @pytest.fixture(scope="session")
 def tls_cert(openssl_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Cert:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl_bin, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = ensure_cert(openssl_bin, tmp_path_factory.mktemp("tls"))
     return Cert(cert, key)
 
 

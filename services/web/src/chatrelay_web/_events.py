@@ -72,29 +72,11 @@ async def session_stream(
     last_event_id: int | None,
     heartbeat_seconds: float,
 ) -> AsyncIterator[EncodedEvent]:
-    """The stream for one connection. When Redis fails it just ends: the browser reconnects
-    with ``Last-Event-ID`` and resumes without a gap."""
-    try:
-        async for event in _session_stream(
-            store, fanout, session_id, last_event_id, heartbeat_seconds
-        ):
-            yield event
-    except (FanoutUnavailableError, RedisError, OSError) as exc:
-        logger.warning("ending the events stream of a session: %s", exc)
-
-
-async def _session_stream(
-    store: SessionStore,
-    fanout: Fanout,
-    session_id: str,
-    last_event_id: int | None,
-    heartbeat_seconds: float,
-) -> AsyncIterator[EncodedEvent]:
     """Subscribe first, then send the snapshot (or the log after ``last_event_id``), then live
-    events, skipping any the client already has. Events that arrive together are written
-    together."""
-    async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
-        try:
+    events, skipping any the client already has. When Redis fails the stream just ends: the
+    browser reconnects with ``Last-Event-ID`` and resumes without a gap."""
+    try:
+        async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
             if last_event_id is None:
                 last, frame = await _snapshot_frame(store, session_id)
                 yield EncodedEvent(RETRY + frame)
@@ -104,32 +86,45 @@ async def _session_stream(
                 async for seq, frame in _replay(store, session_id, last_event_id):
                     yield EncodedEvent(frame)
                     last = seq
-        except SessionNotFoundError:
-            return
-        queue = subscriber.queue
-        while True:
-            try:
-                first = await asyncio.wait_for(queue.get(), heartbeat_seconds)
-            except TimeoutError:
-                yield EncodedEvent(HEARTBEAT)
+            async for frames in _live(store, session_id, subscriber.queue, last, heartbeat_seconds):
+                yield EncodedEvent(frames)
+    except SessionNotFoundError:
+        return
+    except (FanoutUnavailableError, RedisError, OSError) as exc:
+        logger.warning("ending the events stream of a session: %s", exc)
+
+
+async def _live(
+    store: SessionStore,
+    session_id: str,
+    queue: asyncio.Queue[LiveEvent | None],
+    last: int,
+    heartbeat_seconds: float,
+) -> AsyncIterator[bytes]:
+    """Live events after ``last``; events that arrived together are written together."""
+    while True:
+        try:
+            first = await asyncio.wait_for(queue.get(), heartbeat_seconds)
+        except TimeoutError:
+            yield HEARTBEAT
+            continue
+        batch: list[LiveEvent | None] = [first]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        frames: list[bytes] = []
+        for event in batch:
+            if event is None:  # closed by the fan-out: the client resumes from the log
+                if frames:
+                    yield b"".join(frames)
+                return
+            if event.seq <= last:
                 continue
-            batch: list[LiveEvent | None] = [first]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            frames: list[bytes] = []
-            for event in batch:
-                if event is None:  # closed by the fan-out: the client resumes from the log
-                    if frames:
-                        yield EncodedEvent(b"".join(frames))
-                    return
-                if event.seq <= last:
-                    continue
-                if event.seq > last + 1:  # a gap in the live feed: fill it from the log
-                    async for seq, frame in _replay(store, session_id, last):
-                        frames.append(frame)
-                        last = seq
-                    continue
-                frames.append(event.frame)
-                last = event.seq
-            if frames:
-                yield EncodedEvent(b"".join(frames))
+            if event.seq > last + 1:  # a gap in the live feed: fill it from the log
+                async for seq, frame in _replay(store, session_id, last):
+                    frames.append(frame)
+                    last = seq
+                continue
+            frames.append(event.frame)
+            last = event.seq
+        if frames:
+            yield b"".join(frames)
