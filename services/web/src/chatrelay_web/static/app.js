@@ -781,10 +781,17 @@
     }
     state.settingsDirty = false;
     const s = state.settings;
-    el.setSystem.value = s.system || "";
-    el.setModel.value = s.model || "";
-    el.setTemperature.value = s.temperature === null || s.temperature === undefined ? "" : String(s.temperature);
-    el.settingsStatus.textContent = "";
+    const system = s.system || "";
+    const model = s.model || "";
+    const temperature = s.temperature === null || s.temperature === undefined ? "" : String(s.temperature);
+    // Our own save comes back as a `settings` event too (before or after the PATCH answer):
+    // it changes nothing, so it must not wipe "Saved.".
+    const changed = el.setSystem.value !== system || el.setModel.value !== model ||
+      el.setTemperature.value !== temperature;
+    el.setSystem.value = system;
+    el.setModel.value = model;
+    el.setTemperature.value = temperature;
+    if (changed) el.settingsStatus.textContent = "";
   }
 
   function toggleSettings(open) {
