@@ -117,18 +117,13 @@ class Generations:
         snapshot = await self._store.snapshot(job.session_id)
         pieces: asyncio.Queue[object] = asyncio.Queue()
 
-        async def read() -> Completion:
-            try:
-                return await stream_chat(
-                    self._client,
-                    self._config,
-                    chat_body(snapshot, job.reply_id),
-                    pieces.put_nowait,
-                )
-            finally:
-                pieces.put_nowait(_END)
-
-        job.reader = asyncio.create_task(read())
+        job.reader = asyncio.create_task(
+            stream_chat(
+                self._client, self._config, chat_body(snapshot, job.reply_id), pieces.put_nowait
+            )
+        )
+        # However the reader ends (even cancelled before it ran), the writer hears of it.
+        job.reader.add_done_callback(lambda _: pieces.put_nowait(_END))
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
         keepalive = asyncio.create_task(self._keepalive(job))
