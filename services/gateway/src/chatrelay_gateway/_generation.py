@@ -132,6 +132,8 @@ class Generations:
             await asyncio.wait([job.reader])
         finally:
             keepalive.cancel()
+            # Let it unwind: a Redis call cut off mid-way must release its connection.
+            await asyncio.wait([keepalive])
         await self._finish(job, self._outcome(job, job.reader))
 
     async def _write_pieces(self, job: _Job, pieces: asyncio.Queue[object]) -> None:
