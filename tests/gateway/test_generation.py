@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from chatrelay_common import SessionSettings, SessionStore
 from chatrelay_gateway._generation import Generations
 from chatrelay_gateway._upstream import UpstreamConfig
@@ -21,38 +23,45 @@ async def _finished(store: SessionStore, session_id: str) -> tuple[str, str]:
     raise AssertionError("the reply is still streaming after 10 s")
 
 
-async def test_a_stop_before_the_reply_began_ends_it_at_once(
+@pytest.fixture
+async def generations(
     store: SessionStore, fake_upstream: fake.FakeUpstream
-) -> None:
+) -> AsyncIterator[Generations]:
+    async with httpx.AsyncClient() as client:
+        runner = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
+        yield runner
+        await runner.aclose()
+
+
+async def _slow_reply(store: SessionStore) -> tuple[str, str]:
     session_id = await store.create(SessionSettings(model="slow"))
     _, reply_id = await store.begin_reply(session_id, model="slow", content="go")
-    async with httpx.AsyncClient() as client:
-        generations = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
-        generations.start(session_id, reply_id)
-        generations.stop(session_id, reply_id)  # before its task has run at all
-        assert await _finished(store, session_id) == ("stopped", "")
-        await generations.aclose()
+    return session_id, reply_id
+
+
+async def test_a_stop_before_the_reply_began_ends_it_at_once(
+    store: SessionStore, generations: Generations
+) -> None:
+    session_id, reply_id = await _slow_reply(store)
+    generations.start(session_id, reply_id)
+    generations.stop(session_id, reply_id)  # before its task has run at all
+    assert await _finished(store, session_id) == ("stopped", "")
     log = await store.events_after(session_id, 0)
     assert log[-1].name == "done"
-    assert (
-        log[-1].data
-        == f'{{"reply_id":"{reply_id}","finish_reason":"stopped","usage":null}}'.encode()
-    )
+    stopped = f'{{"reply_id":"{reply_id}","finish_reason":"stopped","usage":null}}'
+    assert log[-1].data == stopped.encode()
 
 
 async def test_shutdown_ends_running_replies_with_an_error_keeping_the_text(
-    store: SessionStore, fake_upstream: fake.FakeUpstream
+    store: SessionStore, generations: Generations, fake_upstream: fake.FakeUpstream
 ) -> None:
-    session_id = await store.create(SessionSettings(model="slow"))
-    _, reply_id = await store.begin_reply(session_id, model="slow", content="go")
-    async with httpx.AsyncClient() as client:
-        generations = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
-        generations.start(session_id, reply_id)
-        for _ in range(500):  # until some text has streamed
-            if (await store.snapshot(session_id)).messages[-1].content:
-                break
-            await asyncio.sleep(0.02)
-        await generations.aclose()
+    session_id, reply_id = await _slow_reply(store)
+    generations.start(session_id, reply_id)
+    for _ in range(500):  # until some text has streamed
+        if (await store.snapshot(session_id)).messages[-1].content:
+            break
+        await asyncio.sleep(0.02)
+    await generations.aclose()
     status, content = await _finished(store, session_id)
     assert status == "error"
     assert content
