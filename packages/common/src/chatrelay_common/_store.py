@@ -7,6 +7,7 @@ The gateway writes through it; the web service reads snapshots and the log throu
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -254,19 +255,25 @@ class SessionStore:
 
     async def create(self, settings: SessionSettings) -> str:
         session_id = new_id()
-        await self._redis.hset(
-            SessionKeys(session_id).session,
-            mapping={"settings": msgspec.json.encode(settings), "seq": 0},
+        # redis-py types hash commands as sync-or-async; this client is async.
+        await cast(
+            "Awaitable[int]",
+            self._redis.hset(
+                SessionKeys(session_id).session,
+                mapping={"settings": msgspec.json.encode(settings), "seq": 0},
+            ),
         )
         return session_id
+
+    async def _session_field(self, session_id: str, field: str) -> bytes | None:
+        key = SessionKeys(session_id).session
+        return await cast("Awaitable[bytes | None]", self._redis.hget(key, field))
 
     async def exists(self, session_id: str) -> bool:
         return bool(await self._redis.exists(SessionKeys(session_id).session))
 
     async def settings(self, session_id: str) -> SessionSettings:
-        raw = cast(
-            "bytes | None", await self._redis.hget(SessionKeys(session_id).session, "settings")
-        )
+        raw = await self._session_field(session_id, "settings")
         if raw is None:
             raise SessionNotFoundError(session_id)
         return _settings_decoder.decode(raw)
@@ -378,7 +385,7 @@ class SessionStore:
             raise ReplyBusyError(session_id)
 
     async def last_seq(self, session_id: str) -> int | None:
-        raw = cast("bytes | None", await self._redis.hget(SessionKeys(session_id).session, "seq"))
+        raw = await self._session_field(session_id, "seq")
         return None if raw is None else int(raw)
 
     async def events_after(

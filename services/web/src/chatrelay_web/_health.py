@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import cast
+
 from litestar import Controller, Response, get
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -17,7 +20,7 @@ class HealthController(Controller):
     @get("/readyz")
     async def readyz(self, redis: Redis) -> Response[dict[str, str]]:
         try:
-            await redis.ping()
+            await cast("Awaitable[bool]", redis.ping())
         except (RedisError, OSError):
             return Response({"detail": "Redis is unreachable"}, status_code=503)
         return Response({"status": "ok"})
