@@ -30,6 +30,7 @@ from ._store import (
     ReplyBusyError,
     SessionNotFoundError,
     SessionStore,
+    is_session_id,
     new_id,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "encode_data",
     "encode_sse",
     "encode_wire",
+    "is_session_id",
     "is_valid_auth_token",
     "new_id",
     "open_redis",

@@ -6,6 +6,7 @@ The gateway writes through it; the web service reads snapshots and the log throu
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "ReplyBusyError",
     "SessionNotFoundError",
     "SessionStore",
+    "is_session_id",
     "new_id",
 ]
 
@@ -40,6 +42,14 @@ __all__ = [
 def new_id(nbytes: int = 16) -> str:
     """URL-safe random id; 16 bytes = 128 bits."""
     return secrets.token_urlsafe(nbytes)
+
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+def is_session_id(text: str) -> bool:
+    """Shaped like an id from :func:`new_id` (checked before it goes into a Redis key)."""
+    return _SESSION_ID.match(text) is not None
 
 
 class SessionNotFoundError(LookupError):
@@ -98,8 +108,11 @@ local function truncate(from)
 end
 """
 
-# A reply whose gateway died keeps status `streaming` after its lock expired: close it.
-_CLOSE_ORPHAN = """
+# For writes that need the session idle: -1 unknown session, -2 a reply streams. A reply whose
+# gateway died keeps status `streaming` after its lock expired: close it.
+_IDLE_SESSION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
 local orphan = redis.call('HGET', KEYS[1], 'streaming')
 if orphan then
   redis.call('HSET', base .. 'msg:' .. orphan, 'status', 'error')
@@ -114,11 +127,7 @@ end
 # Returns 1, or -1 unknown session, -2 busy, -3 nothing to regenerate / unknown message.
 _BEGIN = (
     _PRELUDE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
-"""
-    + _CLOSE_ORPHAN
+    + _IDLE_SESSION
     + """
 local mode, from = ARGV[3], ARGV[4]
 if mode == 'regenerate' then
@@ -181,11 +190,7 @@ return emit('settings', '{"settings":' .. ARGV[3] .. '}')
 # Returns 1, -1 unknown session, -2 busy.
 _CLEAR = (
     _PRELUDE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
-"""
-    + _CLOSE_ORPHAN
+    + _IDLE_SESSION
     + """
 if redis.call('LLEN', base .. 'order') > 0 then truncate('') end
 return 1

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -11,6 +10,7 @@ from chatrelay_common import (
     SessionSettings,
     SessionStore,
     Snapshot,
+    is_session_id,
 )
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
@@ -23,15 +23,13 @@ from ._schemas import CreateSession, PatchSettings, PostMessage, UnprocessableEr
 
 __all__ = ["SessionController"]
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
 
 class ConflictError(ClientException):
     status_code = HTTP_409_CONFLICT
 
 
 def _checked(session_id: str) -> str:
-    if not _SESSION_ID.match(session_id):
+    if not is_session_id(session_id):
         raise NotFoundException(detail="No such session")
     return session_id
 

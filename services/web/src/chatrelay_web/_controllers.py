@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from chatrelay_common import AUTH_COOKIE, SessionStore
+from chatrelay_common import AUTH_COOKIE, SessionStore, is_session_id
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -25,7 +25,6 @@ from ._settings import WebSettings
 __all__ = ["EventsController", "PageController"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -61,7 +60,7 @@ class EventsController(Controller):
         settings: WebSettings,
     ) -> ServerSentEvent:
         last_event_id = _last_event_id(request)
-        if not _SESSION_ID.match(session_id) or not await store.exists(session_id):
+        if not is_session_id(session_id) or not await store.exists(session_id):
             raise NotFoundException(detail="No such session")
         if not fanout.connected:
             raise ServiceUnavailableException(detail="Live events are unavailable; retry soon")
