@@ -7,6 +7,11 @@ test: venv ## Install what the tests need, then run them (real Redis, uvicorn, n
 	scripts/system-deps.sh $(TEST_SYSTEM_DEPS)
 	$(PY) -m pytest $(TEST_PATHS)
 
+.PHONY: chaos
+chaos: venv ## Fault tests: kill gateway/web, restart Redis, a reconnect storm (prints its figures)
+	scripts/system-deps.sh $(TEST_SYSTEM_DEPS)
+	$(PY) -m pytest tests/chaos -v -s --durations=0
+
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
