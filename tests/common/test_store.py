@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from chatrelay_common import (
     CONTROL_CHANNEL,
@@ -156,3 +158,44 @@ async def test_settings_change_is_an_event(store: SessionStore) -> None:
     (event,) = await store.events_after(session, 0)
     assert event.name == "settings"
     assert event.data == b'{"settings":{"system":"s","model":"n","temperature":1.0}}'
+
+
+async def test_update_settings_merges_only_the_given_fields(store: SessionStore) -> None:
+    session = await store.create(
+        SessionSettings(system='say "hi"\\/ ✓', model="m", temperature=1.0)
+    )
+    merged = await store.update_settings(session, {"model": "n"})
+    assert merged == SessionSettings(system='say "hi"\\/ ✓', model="n", temperature=1.0)
+    assert await store.settings(session) == merged
+    (event,) = await store.events_after(session, 0)
+    assert event.name == "settings"
+    # Unchanged values keep their exact JSON text (1.0 stays 1.0).
+    assert (
+        event.data
+        == b'{"settings":{"system":"say \\"hi\\"\\\\/ \xe2\x9c\x93","model":"n","temperature":1.0}}'
+    )
+    assert await store.update_settings(session, {"system": None, "temperature": 0.25}) == (
+        SessionSettings(system=None, model="n", temperature=0.25)
+    )
+
+
+async def test_concurrent_updates_of_different_fields_both_survive(store: SessionStore) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    for round_ in range(20):
+        await asyncio.gather(
+            store.update_settings(session, {"system": f"s{round_}"}),
+            store.update_settings(session, {"temperature": round_ / 10}),
+            store.update_settings(session, {"model": f"m{round_}"}),
+        )
+        assert await store.settings(session) == SessionSettings(
+            system=f"s{round_}", model=f"m{round_}", temperature=round_ / 10
+        )
+
+
+async def test_update_settings_rejects_unknown_sessions_and_fields(store: SessionStore) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await store.update_settings("A" * 22, {"model": "n"})
+    session = await store.create(SessionSettings(model="m"))
+    with pytest.raises(ValueError, match="not a session setting: colour"):
+        await store.update_settings(session, {"colour": "red"})
+    assert await store.events_after(session, 0) == []

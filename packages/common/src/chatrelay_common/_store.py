@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -187,6 +187,47 @@ return emit('settings', '{"settings":' .. ARGV[3] .. '}')
 """
 )
 
+# ARGV[3..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
+# SessionSettings in declaration order. Unchanged values are copied as raw JSON text from the
+# stored object (flat, written by msgspec without spaces): re-encoding with cjson would turn
+# 1.0 into 1 and "/" into "\/". Returns the merged settings JSON, or -1 unknown session.
+_UPDATE_SETTINGS = (
+    _PRELUDE
+    + """
+local stored = redis.call('HGET', KEYS[1], 'settings')
+if not stored then return -1 end
+local raw = {}
+local i = 2
+while i <= #stored and stored:sub(i, i) ~= '}' do
+  local key_end = stored:find('"', i + 1, true)
+  local v = key_end + 2
+  local j
+  if stored:sub(v, v) == '"' then
+    j = v + 1
+    while true do
+      j = stored:find('["\\\\]', j)
+      if stored:sub(j, j) == '"' then break end
+      j = j + 2
+    end
+  else
+    j = stored:find('[,}]', v) - 1
+  end
+  raw[stored:sub(i + 1, key_end - 1)] = stored:sub(v, j)
+  i = j + 2
+end
+local parts = {}
+for k = 3, #ARGV, 2 do
+  local value = ARGV[k + 1]
+  if value == '' then value = raw[ARGV[k]] or 'null' end
+  parts[#parts + 1] = '"' .. ARGV[k] .. '":' .. value
+end
+local merged = '{' .. table.concat(parts, ',') .. '}'
+redis.call('HSET', KEYS[1], 'settings', merged)
+emit('settings', '{"settings":' .. merged .. '}')
+return merged
+"""
+)
+
 # Returns 1, -1 unknown session, -2 busy.
 _CLEAR = (
     _PRELUDE
@@ -245,6 +286,7 @@ class SessionStore:
         self._append_delta = register(_APPEND_DELTA)
         self._finish = register(_FINISH)
         self._set_settings = register(_SET_SETTINGS)
+        self._update_settings = register(_UPDATE_SETTINGS)
         self._clear = register(_CLEAR)
         self._refresh_lock = register(_REFRESH_LOCK)
         self._request_stop = register(_REQUEST_STOP)
@@ -381,6 +423,25 @@ class SessionStore:
         )
         if seq == -1:
             raise SessionNotFoundError(session_id)
+
+    async def update_settings(
+        self, session_id: str, changes: Mapping[str, object]
+    ) -> SessionSettings:
+        """Merge ``changes`` into the stored settings in one atomic step (two concurrent
+        updates of different fields both survive), emit ``settings``; returns the merge."""
+        unknown = set(changes) - set(SessionSettings.__struct_fields__)
+        if unknown:
+            raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
+        args: list[str | bytes] = []
+        for name in SessionSettings.__struct_fields__:
+            args += [name, msgspec.json.encode(changes[name]) if name in changes else b""]
+        keys = SessionKeys(session_id)
+        merged = await self._update_settings(
+            keys=[keys.session, keys.log], args=[keys.base, self._log_max, *args]
+        )
+        if merged == -1:
+            raise SessionNotFoundError(session_id)
+        return _settings_decoder.decode(merged)
 
     async def clear(self, session_id: str) -> None:
         result = await self._write(self._clear, SessionKeys(session_id))

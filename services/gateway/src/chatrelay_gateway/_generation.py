@@ -65,11 +65,13 @@ class Generations:
         self._config = config
         self._jobs: dict[str, _Job] = {}
 
-    def start(self, session_id: str, reply_id: str) -> None:
-        """Run the reply in the background: it goes on when every tab has closed."""
+    def start(self, session_id: str, reply_id: str) -> asyncio.Task[None]:
+        """Run the reply in the background: it goes on when every tab has closed. The task
+        is done once the reply has ended, whatever the outcome."""
         job = _Job(session_id, reply_id)
         self._jobs[session_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"reply {reply_id}")
+        return job.task
 
     def stop(self, session_id: str, reply_id: str) -> None:
         job = self._jobs.get(session_id)
