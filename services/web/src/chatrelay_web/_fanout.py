@@ -1,9 +1,15 @@
 """One Redis pub/sub connection per process, fanned out in memory to every SSE connection.
 
 Each event arrives once from Redis, is encoded to SSE bytes once, and the same bytes go into
-every subscriber's queue. A subscriber that falls too far behind, and every subscriber when
-the Redis connection breaks, is closed: its browser reconnects with ``Last-Event-ID`` and
-catches up from the session log, so nothing is lost and nothing is sent twice.
+every subscriber's queue. A subscriber that falls too far behind (in events or in bytes), and
+every subscriber when the Redis connection breaks, is closed: its browser reconnects with
+``Last-Event-ID`` and catches up from the session log, so nothing is lost and nothing is sent
+twice.
+
+SUBSCRIBE and UNSUBSCRIBE go out from one task only, in the order tabs joined and left, and a
+channel stays in ``_channels`` until its UNSUBSCRIBE is sent. So Redis always ends subscribed
+to exactly the channels that have subscribers: a tab joining while the last one leaves either
+reuses the live subscription or is subscribed again after the UNSUBSCRIBE.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ logger = logging.getLogger("chatrelay.web")
 @dataclass(frozen=True, slots=True)
 class LiveEvent:
     seq: int
+    name: str
     frame: bytes
 
 
@@ -36,12 +43,28 @@ class LiveEvent:
 class Subscriber:
     # ``None`` closes the stream: the client reconnects and resumes from the log.
     queue: asyncio.Queue[LiveEvent | None] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
+
+    def put(self, event: LiveEvent | None) -> None:
+        if event is not None:
+            self.queued_bytes += len(event.frame)
+        self.queue.put_nowait(event)
+
+    async def take(self) -> list[LiveEvent | None]:
+        """Everything queued, waiting for the first."""
+        batch = [await self.queue.get()]
+        while not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        self.queued_bytes -= sum(len(event.frame) for event in batch if event is not None)
+        return batch
 
 
 @dataclass(eq=False)
 class _Channel:
     subscribers: set[Subscriber]
     confirmed: asyncio.Future[None]
+    # SUBSCRIBE has gone out for this channel (so leaving it needs an UNSUBSCRIBE).
+    sent: bool = False
 
 
 class FanoutUnavailableError(RuntimeError):
@@ -49,14 +72,25 @@ class FanoutUnavailableError(RuntimeError):
 
 
 class Fanout:
-    def __init__(self, redis: Redis, *, max_backlog: int = 10_000, timeout: float = 5.0):
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_backlog: int = 10_000,
+        max_backlog_bytes: int = 4 * 1024 * 1024,
+        timeout: float = 5.0,
+    ):
         self._redis = redis
         self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
         self._timeout = timeout
         self._channels: dict[bytes, _Channel] = {}
-        # Futures for SUBSCRIBE commands in flight, per channel, in the order they were sent.
+        # Futures for SUBSCRIBE commands in flight, per channel, in the order they were sent:
+        # Redis confirms a channel's SUBSCRIBEs in that order.
         self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._pubsub: PubSub | None = None
+        # Channels whose subscription may need a command, in the order they changed.
+        self._changed: dict[bytes, None] = {}
+        self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         # Subscribed for the process's lifetime so that `listen()` never runs dry.
         self._home = f"chatrelay:web:{new_id(8)}"
@@ -75,19 +109,47 @@ class Fanout:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._home)
-                self._pubsub = pubsub
                 self._connected.set()
-                async for message in pubsub.listen():
-                    self._dispatch(message)
-            except (RedisError, OSError) as exc:
-                logger.warning("fan-out lost Redis (%s); reconnecting", exc)
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._send_commands(pubsub))
+                    tasks.create_task(self._read(pubsub))
+            except* (RedisError, OSError) as group:
+                logger.warning("fan-out lost Redis (%s); reconnecting", group.exceptions[0])
             finally:
                 self._connected.clear()
-                self._pubsub = None
                 self._close_all()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(0.5)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        async for message in pubsub.listen():
+            self._dispatch(message)
+        raise ConnectionError("the pub/sub connection closed")
+
+    async def _send_commands(self, pubsub: PubSub) -> None:
+        """The only sender of SUBSCRIBE/UNSUBSCRIBE: one command at a time, in order."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._changed:
+                key = next(iter(self._changed))
+                del self._changed[key]
+                state = self._channels.get(key)
+                if state is None:
+                    continue
+                if state.subscribers and not state.sent:
+                    state.sent = True
+                    self._pending.setdefault(key, deque()).append(state.confirmed)
+                    await pubsub.subscribe(key)
+                elif not state.subscribers:
+                    del self._channels[key]
+                    if state.sent:
+                        await pubsub.unsubscribe(key)
+
+    def _mark_changed(self, key: bytes) -> None:
+        self._changed[key] = None
+        self._wake.set()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
@@ -97,18 +159,14 @@ class Fanout:
         subscriber = Subscriber()
         try:
             await asyncio.wait_for(self._connected.wait(), self._timeout)
-            pubsub = self._pubsub
-            assert pubsub is not None
             state = self._channels.get(key)
             if state is None:
                 confirmed = asyncio.get_running_loop().create_future()
-                state = self._channels[key] = _Channel({subscriber}, confirmed)
-                self._pending.setdefault(key, deque()).append(confirmed)
-                await pubsub.subscribe(key)
-            else:
-                state.subscribers.add(subscriber)
+                state = self._channels[key] = _Channel(set(), confirmed)
+                self._mark_changed(key)
+            state.subscribers.add(subscriber)
             await asyncio.wait_for(asyncio.shield(state.confirmed), self._timeout)
-        except (TimeoutError, FanoutUnavailableError, RedisError, OSError) as exc:
+        except (TimeoutError, FanoutUnavailableError) as exc:
             self._leave(key, subscriber)
             raise FanoutUnavailableError("Redis pub/sub is unavailable") from exc
         try:
@@ -122,15 +180,7 @@ class Fanout:
             return
         state.subscribers.discard(subscriber)
         if not state.subscribers:
-            del self._channels[key]
-            if self._pubsub is not None:
-                task = asyncio.ensure_future(self._unsubscribe(self._pubsub, key))
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    @staticmethod
-    async def _unsubscribe(pubsub: PubSub, key: bytes) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await pubsub.unsubscribe(key)
+            self._mark_changed(key)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, key = message["type"], message["channel"]
@@ -146,21 +196,29 @@ class Fanout:
         if kind != "message" or (state := self._channels.get(key)) is None:
             return
         seq, name, data = decode_wire(message["data"])
-        event = LiveEvent(seq, encode_sse(seq, name, data))
+        event = LiveEvent(seq, name, encode_sse(seq, name, data))
         for subscriber in list(state.subscribers):
-            if subscriber.queue.qsize() >= self._max_backlog:
-                logger.warning("closing a subscriber %d events behind", self._max_backlog)
+            if (
+                subscriber.queue.qsize() >= self._max_backlog
+                or subscriber.queued_bytes + len(event.frame) > self._max_backlog_bytes
+            ):
+                logger.warning(
+                    "closing a subscriber %d events (%d bytes) behind",
+                    subscriber.queue.qsize(),
+                    subscriber.queued_bytes,
+                )
                 self._leave(key, subscriber)
-                subscriber.queue.put_nowait(None)
+                subscriber.put(None)
             else:
-                subscriber.queue.put_nowait(event)
+                subscriber.put(event)
 
     def _close_all(self) -> None:
         for state in self._channels.values():
             for subscriber in state.subscribers:
-                subscriber.queue.put_nowait(None)
+                subscriber.put(None)
             if not state.confirmed.done():
                 state.confirmed.set_exception(FanoutUnavailableError("Redis connection lost"))
                 state.confirmed.exception()  # retrieved: nobody else may await it
         self._channels.clear()
         self._pending.clear()
+        self._changed.clear()

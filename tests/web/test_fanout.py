@@ -1,0 +1,117 @@
+"""The fan-out against a real Redis: tabs joining and leaving a channel at the same moment
+must leave Redis subscribed exactly while the channel has subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from chatrelay_common import encode_wire, open_redis
+from chatrelay_web._fanout import Fanout, Subscriber
+from redis.asyncio import Redis
+
+CHANNEL = "chatrelay:test:fanout"
+
+
+@contextlib.asynccontextmanager
+async def running(fanout: Fanout) -> AsyncIterator[Fanout]:
+    reader = asyncio.create_task(fanout.run())
+    try:
+        for _ in range(200):
+            if fanout.connected:
+                break
+            await asyncio.sleep(0.025)
+        assert fanout.connected
+        yield fanout
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+@pytest.fixture
+async def fanout(redis_server_url: str) -> AsyncIterator[Fanout]:
+    async with open_redis(redis_server_url, retry=False) as client, running(Fanout(client)) as f:
+        yield f
+
+
+async def numsub(redis: Redis, channel: str) -> int:
+    ((_, count),) = await redis.pubsub_numsub(channel)
+    return int(count)
+
+
+async def settle(fanout: Fanout) -> None:
+    """Every command the fan-out sent so far has reached Redis: Redis answers one connection's
+    commands in order, so a later subscription's confirmation comes after all of them."""
+    async with fanout.subscribe("chatrelay:test:barrier"):
+        pass
+
+
+async def assert_live(redis: Redis, subscribers: list[Subscriber], seq: int) -> None:
+    """One event published now reaches every subscriber."""
+    await redis.publish(CHANNEL, encode_wire(seq, "delta", b'{"n":%d}' % seq))
+    for subscriber in subscribers:
+        event = await asyncio.wait_for(subscriber.queue.get(), 5)
+        assert event is not None
+        assert (event.seq, event.frame) == (
+            seq,
+            b'id: %d\nevent: delta\ndata: {"n":%d}\n\n' % (seq, seq),
+        )
+
+
+@pytest.mark.parametrize("yields", range(8))
+async def test_a_tab_joining_as_the_last_one_leaves_stays_subscribed(
+    fanout: Fanout, redis: Redis, yields: int
+) -> None:
+    """A tab's reconnect landing as its old connection closes (issue 7 item 0). ``yields``
+    moves the leave to each point of the join's way to Redis."""
+    leaving = fanout.subscribe(CHANNEL)
+    await leaving.__aenter__()
+    joining = fanout.subscribe(CHANNEL)
+    join = asyncio.create_task(joining.__aenter__())
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    await leaving.__aexit__(None, None, None)
+    subscriber = await join
+    try:
+        await settle(fanout)
+        assert await numsub(redis, CHANNEL) == 1
+        await assert_live(redis, [subscriber], 1)
+    finally:
+        await joining.__aexit__(None, None, None)
+    await settle(fanout)
+    assert await numsub(redis, CHANNEL) == 0
+
+
+async def test_tabs_churning_on_one_channel_leave_redis_subscribed_exactly_while_any_remain(
+    fanout: Fanout, redis: Redis
+) -> None:
+    rng = random.Random(7)
+    tabs: list[tuple[contextlib.AbstractAsyncContextManager[Subscriber], asyncio.Task[Subscriber]]]
+    tabs = []
+    for step in range(400):
+        if tabs and rng.random() < 0.5:
+            leaving, joined = tabs.pop(rng.randrange(len(tabs)))
+            await joined
+            await leaving.__aexit__(None, None, None)
+        else:
+            joining = fanout.subscribe(CHANNEL)
+            tabs.append((joining, asyncio.create_task(joining.__aenter__())))
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)
+        if step % 50 == 49:
+            live = [await joined for _, joined in tabs]
+            await settle(fanout)
+            for subscriber in live:  # forget what earlier checks published
+                while not subscriber.queue.empty():
+                    subscriber.queue.get_nowait()
+            assert await numsub(redis, CHANNEL) == (1 if tabs else 0), step
+            await assert_live(redis, live, step)
+    for leaving, joined in tabs:
+        await joined
+        await leaving.__aexit__(None, None, None)
+    await settle(fanout)
+    assert await numsub(redis, CHANNEL) == 0
