@@ -17,8 +17,9 @@ from litestar.exceptions import (
 )
 from litestar.handlers import BaseRouteHandler
 from litestar.response import File, Redirect, ServerSentEvent
+from redis.exceptions import RedisError
 
-from ._events import session_stream
+from ._events import StreamTiming, session_stream
 from ._fanout import Fanout
 from ._settings import WebSettings
 
@@ -60,13 +61,19 @@ class EventsController(Controller):
         settings: WebSettings,
     ) -> ServerSentEvent:
         last_event_id = _last_event_id(request)
-        if not is_session_id(session_id) or not await store.exists(session_id):
+        unavailable = ServiceUnavailableException(detail="Live events are unavailable; retry soon")
+        if not is_session_id(session_id):
+            raise NotFoundException(detail="No such session")
+        try:
+            exists = await store.exists(session_id)
+        except (RedisError, OSError) as exc:
+            raise unavailable from exc
+        if not exists:
             raise NotFoundException(detail="No such session")
         if not fanout.connected:
-            raise ServiceUnavailableException(detail="Live events are unavailable; retry soon")
-        stream = session_stream(
-            store, fanout, session_id, last_event_id, settings.heartbeat_seconds
-        )
+            raise unavailable
+        timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
+        stream = session_stream(store, fanout, session_id, last_event_id, timing)
         return ServerSentEvent(stream)
 
 

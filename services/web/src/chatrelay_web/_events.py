@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from chatrelay_common import (
     Reset,
@@ -17,9 +18,9 @@ from chatrelay_common import (
 from litestar.response import ServerSentEventMessage
 from redis.exceptions import RedisError
 
-from ._fanout import Fanout, FanoutUnavailableError, LiveEvent
+from ._fanout import Fanout, FanoutUnavailableError, Subscriber
 
-__all__ = ["EncodedEvent", "session_stream"]
+__all__ = ["EncodedEvent", "StreamTiming", "session_stream"]
 
 HEARTBEAT = b": ping\n\n"
 # Reconnect after 1 s rather than the browser's default of about 3 s.
@@ -40,29 +41,54 @@ class EncodedEvent(ServerSentEventMessage):
         return self.frame
 
 
-async def _snapshot_frame(store: SessionStore, session_id: str) -> tuple[int, bytes]:
+_IN_FLIGHT_AFTER = {"start": True, "done": False, "error": False}
+
+
+def _in_flight_after(name: str, in_flight: bool) -> bool:
+    """Whether a reply streams after an event named ``name``."""
+    return _IN_FLIGHT_AFTER.get(name, in_flight)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    seq: int
+    frame: bytes
+    in_flight: bool
+
+
+async def _snapshot_frame(store: SessionStore, session_id: str) -> _Frame:
     snapshot = await store.snapshot(session_id)
-    return snapshot.seq, encode_sse(snapshot.seq, snapshot.name, encode_data(snapshot))
+    in_flight = any(message.status == "streaming" for message in snapshot.messages)
+    frame = encode_sse(snapshot.seq, snapshot.name, encode_data(snapshot))
+    return _Frame(snapshot.seq, frame, in_flight)
 
 
 async def _replay(
-    store: SessionStore, session_id: str, after: int
-) -> AsyncIterator[tuple[int, bytes]]:
-    """Every logged event after ``after``, as ``(seq, frame)``. When the log no longer holds
-    them all (trimmed, or an id this session never had), a ``reset`` and a fresh snapshot."""
+    store: SessionStore, session_id: str, after: int, in_flight: bool
+) -> AsyncIterator[_Frame]:
+    """Every logged event after ``after``. When the log no longer holds them all (trimmed, or
+    an id this session never had), a ``reset`` and a fresh snapshot."""
     while True:
         events = await store.events_after(session_id, after, limit=_REPLAY_PAGE)
         last_seq = await store.last_seq(session_id) if not events else None
         if (events and events[0].seq != after + 1) or (last_seq is not None and after > last_seq):
             reset = encode_sse(None, Reset.name, encode_data(Reset(last_event_id=after)))
-            seq, frame = await _snapshot_frame(store, session_id)
-            yield seq, reset + frame
+            snapshot = await _snapshot_frame(store, session_id)
+            yield _Frame(snapshot.seq, reset + snapshot.frame, snapshot.in_flight)
             return
         for event in events:
-            yield event.seq, encode_sse(event.seq, event.name, event.data)
+            in_flight = _in_flight_after(event.name, in_flight)
+            yield _Frame(event.seq, encode_sse(event.seq, event.name, event.data), in_flight)
         if len(events) < _REPLAY_PAGE:
             return
         after = events[-1].seq
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    heartbeat_seconds: float
+    # With a reply in flight, this long without a live event makes the stream re-check the log.
+    stall_seconds: float
 
 
 async def session_stream(
@@ -70,7 +96,7 @@ async def session_stream(
     fanout: Fanout,
     session_id: str,
     last_event_id: int | None,
-    heartbeat_seconds: float,
+    timing: StreamTiming,
 ) -> AsyncIterator[EncodedEvent]:
     """Subscribe first, then send the snapshot (or the log after ``last_event_id``), then live
     events, skipping any the client already has. When Redis fails the stream just ends: the
@@ -78,15 +104,18 @@ async def session_stream(
     try:
         async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
             if last_event_id is None:
-                last, frame = await _snapshot_frame(store, session_id)
-                yield EncodedEvent(RETRY + frame)
+                snapshot = await _snapshot_frame(store, session_id)
+                last, in_flight = snapshot.seq, snapshot.in_flight
+                yield EncodedEvent(RETRY + snapshot.frame)
             else:
-                last = last_event_id
+                # Unknown until an event says: assume a reply streams, so a stall is checked.
+                last, in_flight = last_event_id, True
                 yield EncodedEvent(RETRY)
-                async for seq, frame in _replay(store, session_id, last_event_id):
-                    yield EncodedEvent(frame)
-                    last = seq
-            async for frames in _live(store, session_id, subscriber.queue, last, heartbeat_seconds):
+                async for replayed in _replay(store, session_id, last_event_id, in_flight):
+                    yield EncodedEvent(replayed.frame)
+                    last, in_flight = replayed.seq, replayed.in_flight
+            live = _Live(store, session_id, subscriber, last, in_flight)
+            async for frames in live.frames(timing):
                 yield EncodedEvent(frames)
     except SessionNotFoundError:
         return
@@ -94,37 +123,79 @@ async def session_stream(
         logger.warning("ending the events stream of a session: %s", exc)
 
 
-async def _live(
-    store: SessionStore,
-    session_id: str,
-    queue: asyncio.Queue[LiveEvent | None],
-    last: int,
-    heartbeat_seconds: float,
-) -> AsyncIterator[bytes]:
+class _Live:
     """Live events after ``last``; events that arrived together are written together."""
-    while True:
-        try:
-            first = await asyncio.wait_for(queue.get(), heartbeat_seconds)
-        except TimeoutError:
-            yield HEARTBEAT
-            continue
-        batch: list[LiveEvent | None] = [first]
-        while not queue.empty():
-            batch.append(queue.get_nowait())
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str,
+        subscriber: Subscriber,
+        last: int,
+        in_flight: bool,
+    ) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._subscriber = subscriber
+        self._last = last
+        self._in_flight = in_flight
+
+    async def _catch_up(self, frames: list[bytes]) -> None:
+        async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
+            frames.append(replayed.frame)
+            self._last, self._in_flight = replayed.seq, replayed.in_flight
+
+    async def _stalled(self) -> bytes:
+        """The live feed went quiet mid-reply: whatever the log holds that it did not bring."""
+        current = await self._store.last_seq(self._session_id)
+        if current is None or current <= self._last:
+            return b""
+        logger.warning(
+            "a live stream missed events %d..%d; replaying them from the log",
+            self._last + 1,
+            current,
+        )
         frames: list[bytes] = []
-        for event in batch:
-            if event is None:  # closed by the fan-out: the client resumes from the log
-                if frames:
-                    yield b"".join(frames)
-                return
-            if event.seq <= last:
+        await self._catch_up(frames)
+        return b"".join(frames)
+
+    async def frames(self, timing: StreamTiming) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        last_write = last_heard = loop.time()
+        while True:
+            deadline = last_write + timing.heartbeat_seconds
+            if self._in_flight:
+                deadline = min(deadline, last_heard + timing.stall_seconds)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    batch = await self._subscriber.take()
+            except TimeoutError:
+                now = loop.time()
+                if self._in_flight and now - last_heard >= timing.stall_seconds:
+                    last_heard = now
+                    if missed := await self._stalled():
+                        last_write = now
+                        yield missed
+                        continue
+                if now - last_write >= timing.heartbeat_seconds:
+                    last_write = now
+                    yield HEARTBEAT
                 continue
-            if event.seq > last + 1:  # a gap in the live feed: fill it from the log
-                async for seq, frame in _replay(store, session_id, last):
-                    frames.append(frame)
-                    last = seq
-                continue
-            frames.append(event.frame)
-            last = event.seq
-        if frames:
-            yield b"".join(frames)
+            last_heard = loop.time()
+            frames: list[bytes] = []
+            for event in batch:
+                if event is None:  # closed by the fan-out: the client resumes from the log
+                    if frames:
+                        yield b"".join(frames)
+                    return
+                if event.seq <= self._last:
+                    continue
+                if event.seq > self._last + 1:  # a gap in the live feed: fill it from the log
+                    await self._catch_up(frames)
+                    continue
+                frames.append(event.frame)
+                self._last = event.seq
+                self._in_flight = _in_flight_after(event.name, self._in_flight)
+            if frames:
+                last_write = last_heard
+                yield b"".join(frames)

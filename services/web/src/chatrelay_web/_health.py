@@ -7,6 +7,8 @@ from litestar import Controller, Response, get
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ._fanout import Fanout
+
 __all__ = ["HealthController"]
 
 
@@ -18,9 +20,11 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz")
-    async def readyz(self, redis: Redis) -> Response[dict[str, str]]:
+    async def readyz(self, redis: Redis, fanout: Fanout) -> Response[dict[str, str]]:
         try:
             await cast("Awaitable[bool]", redis.ping())
         except (RedisError, OSError):
             return Response({"detail": "Redis is unreachable"}, status_code=503)
+        if not fanout.connected:
+            return Response({"detail": "Live events are not connected to Redis"}, status_code=503)
         return Response({"status": "ok"})

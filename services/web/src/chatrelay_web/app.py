@@ -28,7 +28,11 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def fanout_lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_redis(settings.redis_url, retry=False) as redis:
-            fanout = Fanout(redis, max_backlog=settings.max_backlog)
+            fanout = Fanout(
+                redis,
+                max_backlog=settings.max_backlog,
+                max_backlog_bytes=settings.max_backlog_bytes,
+            )
             app.state.fanout = fanout
             reader = asyncio.create_task(fanout.run())
             try:

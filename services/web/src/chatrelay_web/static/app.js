@@ -562,7 +562,8 @@
     }
     if (source) return;
     if (!navigator.onLine) setConn("offline", "offline");
-    retryTimer = setTimeout(connect, retryDelay);
+    // Jitter: after a web process or Redis restart, every tab must not come back at once.
+    retryTimer = setTimeout(connect, retryDelay * (0.5 + Math.random()));
     retryDelay = Math.min(retryDelay * 2, 15000);
   }
 
