@@ -1,6 +1,6 @@
 """What the chatrelay services share: event types and wire encoding, Redis names, the store."""
 
-from ._auth import AUTH_COOKIE, auth_token, is_valid_auth_token
+from ._auth import AUTH_COOKIE, LoginThrottle, LoginTokens
 from ._events import (
     Delta,
     Done,
@@ -42,6 +42,8 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "LoggedEvent",
+    "LoginThrottle",
+    "LoginTokens",
     "Message",
     "MessageAdded",
     "NothingToRegenerateError",
@@ -57,13 +59,11 @@ __all__ = [
     "Start",
     "Truncate",
     "Usage",
-    "auth_token",
     "decode_wire",
     "encode_data",
     "encode_sse",
     "encode_wire",
     "is_session_id",
-    "is_valid_auth_token",
     "new_id",
     "open_redis",
     "serve",

@@ -1,21 +1,167 @@
 """Optional access control: with ``SITE_PASSWORD`` set, a login exchanges the password for a
-cookie both services can check without sharing any state but the password itself."""
+signed cookie that both services verify, and that logout revokes in Redis.
+
+The cookie is ``v1.<issued_at>.<login_id>.<signature>``. The signing key is derived from the
+server secret AND the password, so changing ``SITE_PASSWORD`` (or the secret) invalidates
+every cookie without storing anything about the password. The server secret comes from
+``CHATRELAY_SECRET``, or else is generated once into Redis (``SET NX``), so every replica of
+both services shares it and it survives restarts with the Redis data.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import cast
 
-__all__ = ["AUTH_COOKIE", "auth_token", "is_valid_auth_token"]
+from redis.asyncio import Redis
+
+from ._keys import PREFIX
+
+__all__ = ["AUTH_COOKIE", "LoginThrottle", "LoginTokens"]
 
 AUTH_COOKIE = "chatrelay_auth"
-_PURPOSE = b"chatrelay login v1"
+
+_VERSION = "v1"
+_SECRET_KEY = f"{PREFIX}:auth:secret"
+_REVOKED_PREFIX = f"{PREFIX}:auth:revoked:"
+_FAILURES_PREFIX = f"{PREFIX}:auth:failures:"
+# Tokens issued "in the future" by a replica whose clock runs ahead are fine up to this.
+_CLOCK_SKEW_SECONDS = 300
 
 
-def auth_token(password: str) -> str:
-    """The cookie value for ``password``: changing the password logs everyone out."""
-    return hmac.new(password.encode(), _PURPOSE, hashlib.sha256).hexdigest()
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def is_valid_auth_token(password: str, token: str | None) -> bool:
-    return token is not None and hmac.compare_digest(auth_token(password), token)
+class LoginTokens:
+    """Issues, verifies and revokes login cookies. Holds secrets: its repr shows none."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        password: str,
+        max_age: int,
+        configured_secret: str | None = None,
+    ) -> None:
+        self._redis = redis
+        self._password = password.encode()
+        self._configured_secret = configured_secret
+        self._key: bytes | None = None
+        self.max_age = max_age
+
+    def __repr__(self) -> str:
+        return f"LoginTokens(max_age={self.max_age})"
+
+    async def _signing_key(self) -> bytes:
+        if self._key is None:
+            secret = self._configured_secret
+            if secret is None:
+                secret = await self._shared_secret()
+            self._key = hmac.new(
+                secret.encode(), b"chatrelay login key\0" + self._password, hashlib.sha256
+            ).digest()
+        return self._key
+
+    async def _shared_secret(self) -> str:
+        # The first process to get here stores a secret; every other one reads that one.
+        await cast(
+            "Awaitable[object]",
+            self._redis.set(_SECRET_KEY, _b64(secrets.token_bytes(32)), nx=True),
+        )
+        stored = await cast("Awaitable[bytes | None]", self._redis.get(_SECRET_KEY))
+        if stored is None:  # deleted between the two calls: try once more next time
+            raise RuntimeError("the login secret vanished from Redis")
+        return stored.decode()
+
+    def _sign(self, key: bytes, payload: str) -> str:
+        return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+
+    async def issue(self) -> str:
+        """A new cookie value: a fresh login session starting now."""
+        payload = f"{_VERSION}.{int(time.time())}.{_b64(secrets.token_bytes(16))}"
+        return f"{payload}.{self._sign(await self._signing_key(), payload)}"
+
+    async def _login_id(self, token: str | None) -> tuple[str, int] | None:
+        """``(login_id, seconds left)`` for a well-signed, unexpired token, else None."""
+        if not token or len(token) > 200:
+            return None
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != _VERSION or not parts[1].isdigit():
+            return None
+        payload, signature = token.rsplit(".", 1)
+        expected = self._sign(await self._signing_key(), payload)
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            return None
+        now = int(time.time())
+        issued_at = int(parts[1])
+        left = issued_at + self.max_age - now
+        if left <= 0 or issued_at > now + _CLOCK_SKEW_SECONDS:
+            return None
+        return parts[2], left
+
+    async def verify(self, token: str | None) -> bool:
+        """True for a cookie this server signed, unexpired, whose login was not revoked."""
+        found = await self._login_id(token)
+        if found is None:
+            return False
+        revoked = await cast("Awaitable[int]", self._redis.exists(_REVOKED_PREFIX + found[0]))
+        return revoked == 0
+
+    async def revoke(self, token: str | None) -> None:
+        """Log this cookie's login session out everywhere, for as long as it would have lived."""
+        found = await self._login_id(token)
+        if found is not None:
+            login_id, left = found
+            await cast(
+                "Awaitable[object]", self._redis.set(_REVOKED_PREFIX + login_id, b"1", ex=left)
+            )
+
+
+# Counts a failure slot per attempt atomically, so that parallel guesses cannot all slip in
+# before the first failure is counted. Returns the seconds to wait (0: go ahead).
+_TAKE_ATTEMPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then
+    local ttl = redis.call('TTL', KEYS[1])
+    if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]); ttl = tonumber(ARGV[2]) end
+    return ttl
+end
+return 0
+"""
+
+# A plain DECR on a key that expired meanwhile would leave a -1 with no TTL behind.
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+class LoginThrottle:
+    """At most ``max_failures`` failed logins per client address per ``window`` seconds,
+    counted in Redis so that the limit holds across gateway replicas."""
+
+    def __init__(self, redis: Redis, *, max_failures: int, window: int) -> None:
+        self._redis = redis
+        self._max_failures = max_failures
+        self._window = window
+
+    async def take_attempt(self, client: str) -> int:
+        """Reserve one attempt for ``client``; the seconds to wait when none is left, else 0.
+        Call ``succeeded`` when the attempt turns out right: it gives the slot back."""
+        wait = await cast(
+            "Awaitable[int]",
+            self._redis.eval(
+                _TAKE_ATTEMPT, 1, _FAILURES_PREFIX + client, self._max_failures, self._window
+            ),
+        )
+        return int(wait)
+
+    async def succeeded(self, client: str) -> None:
+        await cast("Awaitable[int]", self._redis.eval(_GIVE_BACK, 1, _FAILURES_PREFIX + client))

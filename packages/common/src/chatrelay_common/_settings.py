@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
 
-from ._auth import is_valid_auth_token
+from ._auth import LoginThrottle, LoginTokens
 
 __all__ = ["ServiceSettings"]
 
@@ -20,14 +21,39 @@ class ServiceSettings(BaseSettings):
     log_max_events: int = Field(default=10_000, ge=100, validation_alias="CHATRELAY_LOG_MAX_EVENTS")
     # When set, every API and events route requires the login cookie.
     site_password: SecretStr | None = Field(default=None, validation_alias="SITE_PASSWORD")
+    # Signs login cookies. Unset: one is generated once into Redis and shared by every replica.
+    secret: SecretStr | None = Field(default=None, validation_alias="CHATRELAY_SECRET")
+    login_max_age: int = Field(
+        default=30 * 24 * 3600, ge=60, validation_alias="CHATRELAY_LOGIN_MAX_AGE"
+    )
+    # Failed logins allowed per client address per window; then 429 until the window ends.
+    login_max_failures: int = Field(default=5, ge=1, validation_alias="LOGIN_MAX_FAILURES")
+    login_window_seconds: int = Field(default=60, ge=1, validation_alias="LOGIN_WINDOW_SECONDS")
+    # With a real API key and no SITE_PASSWORD the gateway serves only this machine unless set.
+    allow_open_access: bool = Field(default=False, validation_alias="ALLOW_OPEN_ACCESS")
 
-    @field_validator("site_password", mode="before")
+    @field_validator("site_password", "secret", mode="before")
     @classmethod
     def _empty_password_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    def is_authorized(self, cookie: str | None) -> bool:
-        """True when no password is set, or ``cookie`` is the login cookie for it."""
+    @field_validator("allow_open_access", mode="before")
+    @classmethod
+    def _empty_flag_is_off(cls, value: object) -> object:
+        return False if value == "" else value
+
+    def login_tokens(self, redis: Redis) -> LoginTokens | None:
+        """The login cookie signer, or None when no ``SITE_PASSWORD`` is set (no login)."""
         if self.site_password is None:
-            return True
-        return is_valid_auth_token(self.site_password.get_secret_value(), cookie)
+            return None
+        return LoginTokens(
+            redis,
+            password=self.site_password.get_secret_value(),
+            max_age=self.login_max_age,
+            configured_secret=None if self.secret is None else self.secret.get_secret_value(),
+        )
+
+    def login_throttle(self, redis: Redis) -> LoginThrottle:
+        return LoginThrottle(
+            redis, max_failures=self.login_max_failures, window=self.login_window_seconds
+        )

@@ -1,4 +1,4 @@
-"""``SITE_PASSWORD``: the login that sets the cookie, and the guard that checks it."""
+"""``SITE_PASSWORD``: the login that sets the cookie, logout that revokes it, and the guard."""
 
 from __future__ import annotations
 
@@ -7,29 +7,66 @@ import hmac
 from typing import Any
 
 import msgspec
-from chatrelay_common import AUTH_COOKIE, ServiceSettings, auth_token
+from chatrelay_common import AUTH_COOKIE, LoginThrottle, LoginTokens, ServiceSettings
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+)
 from litestar.handlers import BaseRouteHandler
 from litestar.status_codes import HTTP_204_NO_CONTENT
+from redis.exceptions import RedisError
 
 from ._schemas import decode_body
 
 __all__ = ["LoginController", "login_required"]
 
-_MONTH = 30 * 24 * 3600
+_REDIS_DOWN = "Sign-in is unavailable right now (Redis is unreachable); retry soon"
 
 
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
-def login_required(connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler) -> None:
-    settings: ServiceSettings = connection.app.state.settings
-    if not settings.is_authorized(connection.cookies.get(AUTH_COOKIE)):
+def _login_tokens(state: State) -> LoginTokens | None:
+    """One signer per process, made on first use (it reads the shared secret from Redis)."""
+    if "login_tokens" not in state:
+        settings: ServiceSettings = state.settings
+        state.login_tokens = settings.login_tokens(state.redis)
+    tokens: LoginTokens | None = state.login_tokens
+    return tokens
+
+
+async def _authenticated(connection: ASGIConnection[Any, Any, Any, State]) -> bool:
+    tokens = _login_tokens(connection.app.state)
+    if tokens is None:
+        return True
+    try:
+        return await tokens.verify(connection.cookies.get(AUTH_COOKIE))
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
+
+
+async def login_required(
+    connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler
+) -> None:
+    if not await _authenticated(connection):
         raise NotAuthorizedException(detail="Login required")
+
+
+def _cookie(value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=AUTH_COOKIE,
+        value=value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=True,
+        samesite="strict",
+    )
 
 
 class LoginController(Controller):
@@ -39,22 +76,33 @@ class LoginController(Controller):
     async def login(self, request: Request[Any, Any, State]) -> Response[None]:
         body = decode_body(await request.body(), Login)
         settings: ServiceSettings = request.app.state.settings
-        if settings.site_password is None:
+        tokens = _login_tokens(request.app.state)
+        if settings.site_password is None or tokens is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        password = settings.site_password.get_secret_value()
-        if not hmac.compare_digest(body.password.encode(), password.encode()):
-            await asyncio.sleep(0.5)  # slows guessing down
-            raise NotAuthorizedException(detail="Wrong password")
-        cookie = Cookie(
-            key=AUTH_COOKIE,
-            value=auth_token(password),
-            max_age=_MONTH,
-            path="/",
-            httponly=True,
-            secure=True,
-            samesite="strict",
+        throttle: LoginThrottle = settings.login_throttle(request.app.state.redis)
+        client = request.client.host if request.client else "unknown"
+        try:
+            # A throttled address waits even with the right password: otherwise guessing
+            # could go on, with only the right guess answered.
+            wait = await throttle.take_attempt(client)
+            if wait:
+                raise TooManyRequestsException(
+                    detail=f"Too many failed sign-ins; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            password = settings.site_password.get_secret_value()
+            if not hmac.compare_digest(body.password.encode(), password.encode()):
+                await asyncio.sleep(0.5)  # slows a single guesser down further
+                raise NotAuthorizedException(detail="Wrong password")
+            await throttle.succeeded(client)
+            token = await tokens.issue()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
+        return Response(
+            None,
+            status_code=HTTP_204_NO_CONTENT,
+            cookies=[_cookie(token, settings.login_max_age)],
         )
-        return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[cookie])
 
     @get("/auth")
     async def auth(self, request: Request[Any, Any, State]) -> dict[str, bool]:
@@ -62,18 +110,16 @@ class LoginController(Controller):
         settings: ServiceSettings = request.app.state.settings
         return {
             "required": settings.site_password is not None,
-            "authenticated": settings.is_authorized(request.cookies.get(AUTH_COOKIE)),
+            "authenticated": await _authenticated(request),
         }
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT)
-    async def logout(self) -> Response[None]:
-        expired = Cookie(
-            key=AUTH_COOKIE,
-            value="",
-            max_age=0,
-            path="/",
-            httponly=True,
-            secure=True,
-            samesite="strict",
-        )
-        return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[expired])
+    async def logout(self, request: Request[Any, Any, State]) -> Response[None]:
+        """Ends this login everywhere: a copy of the cookie kept from before stops working."""
+        tokens = _login_tokens(request.app.state)
+        if tokens is not None:
+            try:
+                await tokens.revoke(request.cookies.get(AUTH_COOKIE))
+            except (RedisError, OSError) as exc:
+                raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
+        return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[_cookie("", 0)])

@@ -15,6 +15,7 @@ from litestar.di import Provide
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.asyncio import Redis
 
+from ._access import access_guards
 from ._controllers import SessionController
 from ._demo import DemoModelController
 from ._errors import exception_handlers
@@ -69,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[SessionController, LoginController, HealthController, DemoModelController],
+        guards=access_guards(settings),
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
             "store": Provide(provide_store, sync_to_thread=False),

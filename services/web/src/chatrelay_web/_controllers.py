@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from chatrelay_common import AUTH_COOKIE, SessionStore, is_session_id
+from chatrelay_common import AUTH_COOKIE, LoginTokens, SessionStore, is_session_id
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -29,9 +29,25 @@ STATIC_DIR = Path(__file__).parent / "static"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 
 
-def login_required(connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler) -> None:
-    settings: WebSettings = connection.app.state.settings
-    if not settings.is_authorized(connection.cookies.get(AUTH_COOKIE)):
+async def _authenticated(connection: ASGIConnection[Any, Any, Any, State]) -> bool:
+    """No password set, or a valid login cookie (one signer per process, made on first use)."""
+    state = connection.app.state
+    if "login_tokens" not in state:
+        settings: WebSettings = state.settings
+        state.login_tokens = settings.login_tokens(state.redis)
+    tokens: LoginTokens | None = state.login_tokens
+    if tokens is None:
+        return True
+    try:
+        return await tokens.verify(connection.cookies.get(AUTH_COOKIE))
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableException(detail="Sign-in check unavailable; retry soon") from exc
+
+
+async def login_required(
+    connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler
+) -> None:
+    if not await _authenticated(connection):
         raise NotAuthorizedException(detail="Login required")
 
 
@@ -82,7 +98,7 @@ class PageController(Controller):
 
     @get(["/", "/s/{session_id:str}"])
     async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
-        if not settings.is_authorized(request.cookies.get(AUTH_COOKIE)):
+        if not await _authenticated(request):
             return Redirect(f"/login?{urlencode({'next': request.url.path})}")
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
