@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONTROL_CHANNEL", "SessionKeys"]
+__all__ = ["CONTROL_CHANNEL", "LEASES", "SessionKeys"]
 
 PREFIX = "chatrelay"
 # Gateways listen here for stop requests: ``b"<session_id> <reply_id>"``.
 CONTROL_CHANNEL = f"{PREFIX}:control"
+# Sorted set of the session ids with a streaming reply, scored by lease deadline (Unix ms):
+# every gateway's reaper closes the replies past it. Entries leave when their reply ends.
+LEASES = f"{PREFIX}:leases"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +24,9 @@ class SessionKeys:
 
     @property
     def session(self) -> str:
-        """Hash: ``settings`` (JSON), ``seq`` (last event id), ``streaming`` (reply id)."""
+        """Hash: ``settings`` (JSON), ``seq`` (last event id), ``streaming`` (reply id),
+        ``batch`` (last delta batch applied to it), ``bytes`` (message text size),
+        ``log_bytes`` (size of the event data in the log)."""
         return self.base + "session"
 
     @property
@@ -36,7 +41,7 @@ class SessionKeys:
 
     @property
     def lock(self) -> str:
-        """The reply id generating now; expires unless the generating gateway refreshes it."""
+        """The streaming reply's lease: its id, expiring unless its gateway refreshes it."""
         return self.base + "lock"
 
     @property

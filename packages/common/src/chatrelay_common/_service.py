@@ -10,7 +10,6 @@ import uvicorn
 
 from ._redis import open_redis
 from ._settings import ServiceSettings
-from ._store import SessionStore
 
 __all__ = ["serve", "store_lifespan"]
 
@@ -22,9 +21,13 @@ def store_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        async with open_redis(settings.redis_url) as redis:
+        async with open_redis(
+            settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout,
+            connect_timeout=settings.redis_connect_timeout,
+        ) as redis:
             app.state.redis = redis
-            app.state.store = SessionStore(redis, log_max_events=settings.log_max_events)
+            app.state.store = settings.session_store(redis)
             yield
 
     return lifespan

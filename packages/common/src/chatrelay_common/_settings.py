@@ -7,6 +7,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
 from ._auth import LoginThrottle, LoginTokens
+from ._redis import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
+from ._store import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_LOG_MAX_EVENTS,
+    DEFAULT_SESSION_MAX_BYTES,
+    DEFAULT_SESSION_TTL_SECONDS,
+    SessionStore,
+)
 
 __all__ = ["ServiceSettings"]
 
@@ -18,7 +27,33 @@ class ServiceSettings(BaseSettings):
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     # Events kept per session for Last-Event-ID resume; older ids get `reset` + `snapshot`.
-    log_max_events: int = Field(default=10_000, ge=100, validation_alias="CHATRELAY_LOG_MAX_EVENTS")
+    log_max_events: int = Field(
+        default=DEFAULT_LOG_MAX_EVENTS, ge=100, validation_alias="CHATRELAY_LOG_MAX_EVENTS"
+    )
+    # ... and at most this many bytes of event data.
+    log_max_bytes: int = Field(
+        default=DEFAULT_LOG_MAX_BYTES, ge=64 * 1024, validation_alias="CHATRELAY_LOG_MAX_BYTES"
+    )
+    # Message text per session; a message that would pass it is refused (SessionFullError).
+    session_max_bytes: int = Field(
+        default=DEFAULT_SESSION_MAX_BYTES,
+        ge=64 * 1024,
+        validation_alias="CHATRELAY_SESSION_MAX_BYTES",
+    )
+    # Seconds without a write after which every key of a session expires.
+    session_ttl: int = Field(
+        default=DEFAULT_SESSION_TTL_SECONDS, ge=60, validation_alias="CHATRELAY_SESSION_TTL"
+    )
+    # A reply whose gateway has not refreshed its lease for this long is closed as interrupted.
+    lease_seconds: float = Field(
+        default=DEFAULT_LEASE_SECONDS, ge=1, le=300, validation_alias="CHATRELAY_LEASE_SECONDS"
+    )
+    redis_socket_timeout: float = Field(
+        default=DEFAULT_SOCKET_TIMEOUT, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT"
+    )
+    redis_connect_timeout: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT, gt=0, validation_alias="REDIS_CONNECT_TIMEOUT"
+    )
     # When set, every API and events route requires the login cookie.
     site_password: SecretStr | None = Field(default=None, validation_alias="SITE_PASSWORD")
     # Signs login cookies. Unset: one is generated once into Redis and shared by every replica.
@@ -51,6 +86,16 @@ class ServiceSettings(BaseSettings):
             password=self.site_password.get_secret_value(),
             max_age=self.login_max_age,
             configured_secret=None if self.secret is None else self.secret.get_secret_value(),
+        )
+
+    def session_store(self, redis: Redis) -> SessionStore:
+        return SessionStore(
+            redis,
+            log_max_events=self.log_max_events,
+            log_max_bytes=self.log_max_bytes,
+            session_max_bytes=self.session_max_bytes,
+            session_ttl_seconds=self.session_ttl,
+            lease_seconds=self.lease_seconds,
         )
 
     def login_throttle(self, redis: Redis) -> LoginThrottle:

@@ -26,12 +26,18 @@ from ._events import (
     Start,
     encode_data,
 )
-from ._keys import CONTROL_CHANNEL, SessionKeys
+from ._keys import CONTROL_CHANNEL, LEASES, SessionKeys
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_LOG_MAX_BYTES",
+    "DEFAULT_LOG_MAX_EVENTS",
+    "DEFAULT_SESSION_MAX_BYTES",
+    "DEFAULT_SESSION_TTL_SECONDS",
     "LoggedEvent",
     "NothingToRegenerateError",
     "ReplyBusyError",
+    "SessionFullError",
     "SessionNotFoundError",
     "SessionStore",
     "is_session_id",
@@ -44,12 +50,19 @@ def new_id(nbytes: int = 16) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+DEFAULT_LOG_MAX_EVENTS: Final = 10_000
+DEFAULT_LOG_MAX_BYTES: Final = 8 * 1024 * 1024
+# Bounds the one blocking Lua call that builds a snapshot.
+DEFAULT_SESSION_MAX_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_SESSION_TTL_SECONDS: Final = 30 * 24 * 3600
+DEFAULT_LEASE_SECONDS: Final = 6.0
 
 
 def is_session_id(text: str) -> bool:
     """Shaped like an id from :func:`new_id` (checked before it goes into a Redis key)."""
-    return _SESSION_ID.match(text) is not None
+    return _SESSION_ID.fullmatch(text) is not None
 
 
 class SessionNotFoundError(LookupError):
@@ -64,6 +77,17 @@ class NothingToRegenerateError(ValueError):
     pass
 
 
+class SessionFullError(RuntimeError):
+    """A new message would take the session's text over its size cap."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"This conversation has reached its size limit ({max_bytes} bytes of text): "
+            "clear it or start a new one"
+        )
+        self.max_bytes = max_bytes
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     seq: int
@@ -71,20 +95,67 @@ class LoggedEvent:
     data: bytes
 
 
-# Shared by every write script. KEYS[1] session hash, KEYS[2] log; ARGV[1] key prefix of the
-# session, ARGV[2] log length cap.
+# Shared by every write script. KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index;
+# ARGV[1] key prefix of the session, [2] session id, [3] log cap in events, [4] log cap in
+# bytes, [5] session TTL in seconds, [6] lease ms, [7] session size cap in bytes. A script's
+# own arguments start at ARGV[8].
 _PRELUDE = """
-local base = ARGV[1]
+local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Drops the oldest entries while the log is over either cap (always keeping the newest, so a
+-- resuming tab can tell where the session is).
+local function trim_log()
+  local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local count = redis.call('XLEN', KEYS[2])
+  local size = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
+  if count <= max_events and size <= max_bytes then return end
+  local cursor = '-'
+  while count > 1 and (count > max_events or size > max_bytes) do
+    local entries = redis.call('XRANGE', KEYS[2], cursor, '+', 'COUNT', 64)
+    for _, entry in ipairs(entries) do
+      if count <= 1 or (count <= max_events and size <= max_bytes) then break end
+      size = size - #entry[2][4]
+      count = count - 1
+    end
+    cursor = '(' .. entries[#entries][1]
+  end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', count)
+  redis.call('HSET', KEYS[1], 'log_bytes', size)
+end
 local function emit(name, data)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', name, 'd', data)
+  redis.call('XADD', KEYS[2], seq .. '-0', 'e', name, 'd', data)
+  redis.call('HINCRBY', KEYS[1], 'log_bytes', #data)
+  trim_log()
   redis.call('PUBLISH', base .. 'events', seq .. ' ' .. name .. ' ' .. data)
   return seq
+end
+-- Activity: every key of the session lives another TTL (lock and stop have their own).
+local function touch_all()
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', base .. 'order', ttl)
+  for _, id in ipairs(redis.call('LRANGE', base .. 'order', 0, -1)) do
+    redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
+    redis.call('EXPIRE', base .. 'text:' .. id, ttl)
+  end
+end
+-- The cheap form for a delta: only the keys it writes (the others were touched at its start).
+local function touch_reply(id)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', base .. 'order', ttl)
+  redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
+  redis.call('EXPIRE', base .. 'text:' .. id, ttl)
 end
 local function add_message(id, role, status, content)
   redis.call('RPUSH', base .. 'order', id)
   redis.call('HSET', base .. 'msg:' .. id, 'role', role, 'status', status)
   redis.call('SET', base .. 'text:' .. id, content)
+  redis.call('HINCRBY', KEYS[1], 'bytes', #content)
 end
 -- Removes message `from` and everything after it; false when `from` is not in the session.
 local function truncate(from)
@@ -94,9 +165,12 @@ local function truncate(from)
     if from == '' or id == from then at = i break end
   end
   if at == nil then return from == '' end
+  local freed = 0
   for i = at, #ids do
+    freed = freed + redis.call('STRLEN', base .. 'text:' .. ids[i])
     redis.call('DEL', base .. 'msg:' .. ids[i], base .. 'text:' .. ids[i])
   end
+  if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
   if at == 1 then
     redis.call('DEL', base .. 'order')
   else
@@ -106,30 +180,42 @@ local function truncate(from)
   emit('truncate', '{"from_message_id":' .. json .. '}')
   return true
 end
+-- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
+local function close_orphan(reply)
+  redis.call('HSET', base .. 'msg:' .. reply, 'status', 'error')
+  redis.call('HDEL', KEYS[1], 'streaming')
+  redis.call('DEL', base .. 'stop')
+  redis.call('ZREM', KEYS[3], sid)
+  emit('error', '{"reply_id":"' .. reply .. '","code":"interrupted",' ..
+    '"message":"The gateway generating this reply stopped; the partial answer is kept."}')
+  touch_all()
+end
 """
 
 # For writes that need the session idle: -1 unknown session, -2 a reply streams. A reply whose
-# gateway died keeps status `streaming` after its lock expired: close it.
+# lease lapsed keeps status `streaming` until someone closes it: close it here.
 _IDLE_SESSION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
 local orphan = redis.call('HGET', KEYS[1], 'streaming')
-if orphan then
-  redis.call('HSET', base .. 'msg:' .. orphan, 'status', 'error')
-  redis.call('HDEL', KEYS[1], 'streaming')
-  emit('error', '{"reply_id":"' .. orphan .. '","code":"interrupted",' ..
-    '"message":"The gateway generating this reply stopped; the partial answer is kept."}')
-end
+if orphan then close_orphan(orphan) end
 """
 
-# ARGV[3] mode (send|regenerate), [4] truncate-from id ('' none), [5] user message id,
-# [6] user content, [7] user `message` event data, [8] reply id, [9] `start` data, [10] lock ms.
-# Returns 1, or -1 unknown session, -2 busy, -3 nothing to regenerate / unknown message.
+# ARGV[8] mode (send|regenerate), [9] truncate-from id ('' none), [10] user message id,
+# [11] user content, [12] user `message` event data, [13] reply id, [14] `start` data.
+# Returns 1, or -1 unknown session, -2 busy, -3 nothing to regenerate / unknown message,
+# -4 the session is full.
 _BEGIN = (
     _PRELUDE
+    + """
+-- The reply id is new for each call: finding it means a retry of a call that ran.
+if redis.call('EXISTS', base .. 'msg:' .. ARGV[13]) == 1 then return 1 end
+"""
     + _IDLE_SESSION
     + """
-local mode, from = ARGV[3], ARGV[4]
+local mode, from = ARGV[8], ARGV[9]
+local size = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+if size + #ARGV[11] > tonumber(ARGV[7]) then return -4 end
 if mode == 'regenerate' then
   local last = redis.call('LINDEX', base .. 'order', -1)
   if not last then return -3 end
@@ -138,56 +224,76 @@ elseif from ~= '' then
   if not truncate(from) then return -3 end
 end
 if mode == 'send' then
-  add_message(ARGV[5], 'user', 'complete', ARGV[6])
-  emit('message', ARGV[7])
+  add_message(ARGV[10], 'user', 'complete', ARGV[11])
+  emit('message', ARGV[12])
 end
-redis.call('SET', base .. 'lock', ARGV[8], 'PX', ARGV[10])
+redis.call('SET', base .. 'lock', ARGV[13], 'PX', lease_ms)
+redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
 redis.call('DEL', base .. 'stop')
-add_message(ARGV[8], 'assistant', 'streaming', '')
-redis.call('HSET', KEYS[1], 'streaming', ARGV[8])
-emit('start', ARGV[9])
+add_message(ARGV[13], 'assistant', 'streaming', '')
+redis.call('HSET', KEYS[1], 'streaming', ARGV[13], 'batch', 0)
+emit('start', ARGV[14])
+touch_all()
 return 1
 """
 )
 
-# ARGV[3] reply id, [4] text, [5] `delta` data, [6] lock ms. Returns the seq, or 0 when the
-# reply is no longer the one streaming (finished, or closed as an orphan).
+# ARGV[8] reply id, [9] text, [10] `delta` data, [11] batch number (1, 2, … per reply; ''
+# for an unnumbered write).
+# Returns the seq; -1 when this batch was applied already (a retried call that had run); 0
+# when the reply no longer streams (finished, or closed as an orphan).
 _APPEND_DELTA = (
     _PRELUDE
     + """
-if redis.call('HGET', KEYS[1], 'streaming') ~= ARGV[3] then return 0 end
-redis.call('APPEND', base .. 'text:' .. ARGV[3], ARGV[4])
-if redis.call('GET', base .. 'lock') == ARGV[3] then
-  redis.call('PEXPIRE', base .. 'lock', ARGV[6])
+local reply = ARGV[8]
+if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
+if ARGV[11] ~= '' then
+  if tonumber(ARGV[11]) <= tonumber(redis.call('HGET', KEYS[1], 'batch') or '0') then
+    return -1
+  end
+  redis.call('HSET', KEYS[1], 'batch', ARGV[11])
 end
-return emit('delta', ARGV[5])
+redis.call('APPEND', base .. 'text:' .. reply, ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[9])
+if redis.call('GET', base .. 'lock') == reply then
+  redis.call('PEXPIRE', base .. 'lock', lease_ms)
+  redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
+end
+touch_reply(reply)
+return emit('delta', ARGV[10])
 """
 )
 
-# ARGV[3] reply id, [4] final status, [5] event name, [6] event data. Returns seq or 0.
+# ARGV[8] reply id, [9] final status, [10] event name, [11] event data. Returns seq or 0.
 _FINISH = (
     _PRELUDE
     + """
-if redis.call('HGET', KEYS[1], 'streaming') ~= ARGV[3] then return 0 end
-redis.call('HSET', base .. 'msg:' .. ARGV[3], 'status', ARGV[4])
+local reply = ARGV[8]
+if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
+redis.call('HSET', base .. 'msg:' .. reply, 'status', ARGV[9])
 redis.call('HDEL', KEYS[1], 'streaming')
-if redis.call('GET', base .. 'lock') == ARGV[3] then redis.call('DEL', base .. 'lock') end
+if redis.call('GET', base .. 'lock') == reply then redis.call('DEL', base .. 'lock') end
 redis.call('DEL', base .. 'stop')
-return emit(ARGV[5], ARGV[6])
+redis.call('ZREM', KEYS[3], sid)
+local seq = emit(ARGV[10], ARGV[11])
+touch_all()
+return seq
 """
 )
 
-# ARGV[3] settings JSON. Returns seq, or -1 unknown session.
+# ARGV[8] settings JSON. Returns seq, or -1 unknown session.
 _SET_SETTINGS = (
     _PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'settings', ARGV[3])
-return emit('settings', '{"settings":' .. ARGV[3] .. '}')
+redis.call('HSET', KEYS[1], 'settings', ARGV[8])
+local seq = emit('settings', '{"settings":' .. ARGV[8] .. '}')
+touch_all()
+return seq
 """
 )
 
-# ARGV[3..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
+# ARGV[8..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
 # SessionSettings in declaration order. Unchanged values are copied as raw JSON text from the
 # stored object (flat, written by msgspec without spaces): re-encoding with cjson would turn
 # 1.0 into 1 and "/" into "\/". Returns the merged settings JSON, or -1 unknown session.
@@ -216,7 +322,7 @@ while i <= #stored and stored:sub(i, i) ~= '}' do
   i = j + 2
 end
 local parts = {}
-for k = 3, #ARGV, 2 do
+for k = 8, #ARGV, 2 do
   local value = ARGV[k + 1]
   if value == '' then value = raw[ARGV[k]] or 'null' end
   parts[#parts + 1] = '"' .. ARGV[k] .. '":' .. value
@@ -224,6 +330,7 @@ end
 local merged = '{' .. table.concat(parts, ',') .. '}'
 redis.call('HSET', KEYS[1], 'settings', merged)
 emit('settings', '{"settings":' .. merged .. '}')
+touch_all()
 return merged
 """
 )
@@ -234,24 +341,69 @@ _CLEAR = (
     + _IDLE_SESSION
     + """
 if redis.call('LLEN', base .. 'order') > 0 then truncate('') end
+touch_all()
 return 1
 """
 )
 
-# ARGV[1] reply id, ARGV[2] lock ms. 1 while this reply holds the lock, else 0.
-_REFRESH_LOCK = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# ARGV[8] reply id. 1 while the reply streams and this gateway holds (or takes back) its
+# lease, else 0. Taking it back after a lapse is safe: nobody else writes a streaming reply.
+_REFRESH_LEASE = (
+    _PRELUDE
+    + """
+local reply = ARGV[8]
+if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
+local holder = redis.call('GET', base .. 'lock')
+if holder and holder ~= reply then return 0 end
+redis.call('SET', base .. 'lock', reply, 'PX', lease_ms)
+redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
 return 1
 """
+)
 
-# KEYS[1] lock, KEYS[2] stop; ARGV[1] session id, ARGV[2] stop-flag ms, ARGV[3] control channel.
-_REQUEST_STOP = """
-local reply = redis.call('GET', KEYS[1])
+# ARGV[8] stop-flag ms, [9] control channel. Flags the streaming reply to stop and tells every
+# gateway; a reply whose lease lapsed has no gateway to tell, so it is closed here. Returns
+# the reply id, or false when nothing streams.
+_REQUEST_STOP = (
+    _PRELUDE
+    + """
+local reply = redis.call('HGET', KEYS[1], 'streaming')
 if not reply then return false end
-redis.call('SET', KEYS[2], reply, 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. reply)
+if redis.call('EXISTS', base .. 'lock') == 0 then
+  close_orphan(reply)
+  return reply
+end
+redis.call('SET', base .. 'stop', reply, 'PX', ARGV[8])
+redis.call('PUBLISH', ARGV[9], sid .. ' ' .. reply)
 return reply
+"""
+)
+
+# Closes the session's reply when its lease lapsed; keeps the index to running replies.
+# Returns the closed reply id, or false.
+_REAP = (
+    _PRELUDE
+    + """
+local reply = redis.call('HGET', KEYS[1], 'streaming')
+if not reply then
+  redis.call('ZREM', KEYS[3], sid)
+  return false
+end
+local left = redis.call('PTTL', base .. 'lock')
+if left > 0 then
+  redis.call('ZADD', KEYS[3], now_ms() + left, sid)
+  return false
+end
+close_orphan(reply)
+return reply
+"""
+)
+
+# KEYS[1] the lease index; ARGV[1] how many. Session ids whose lease deadline has passed.
+_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
 """
 
 # ARGV[1] key prefix. Returns {seq, settings, id1, role1, status1, text1, ...} or nil.
@@ -275,12 +427,29 @@ _settings_decoder = msgspec.json.Decoder(SessionSettings)
 class SessionStore:
     """Async access to sessions in Redis. ``redis`` must not decode responses."""
 
-    LOCK_MS: Final = 30_000
     STOP_FLAG_MS: Final = 60_000
 
-    def __init__(self, redis: Redis, *, log_max_events: int = 10_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        session_max_bytes: int = DEFAULT_SESSION_MAX_BYTES,
+        session_ttl_seconds: int = DEFAULT_SESSION_TTL_SECONDS,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
         self._redis = redis
-        self._log_max = str(log_max_events)
+        self._session_max_bytes = session_max_bytes
+        self._session_ttl = session_ttl_seconds
+        self._lease_seconds = lease_seconds
+        self._limits = [
+            str(log_max_events),
+            str(log_max_bytes),
+            str(session_ttl_seconds),
+            str(round(lease_seconds * 1000)),
+            str(session_max_bytes),
+        ]
         register = redis.register_script
         self._begin = register(_BEGIN)
         self._append_delta = register(_APPEND_DELTA)
@@ -288,32 +457,43 @@ class SessionStore:
         self._set_settings = register(_SET_SETTINGS)
         self._update_settings = register(_UPDATE_SETTINGS)
         self._clear = register(_CLEAR)
-        self._refresh_lock = register(_REFRESH_LOCK)
+        self._refresh_lease = register(_REFRESH_LEASE)
         self._request_stop = register(_REQUEST_STOP)
+        self._reap = register(_REAP)
+        self._due = register(_DUE)
         self._snapshot = register(_SNAPSHOT)
 
     @property
     def redis(self) -> Redis:
         return self._redis
 
-    async def _write(self, script: Any, keys: SessionKeys, *args: str | bytes) -> int:
-        result = await script(keys=[keys.session, keys.log], args=[keys.base, self._log_max, *args])
-        return int(result)
+    @property
+    def lease_seconds(self) -> float:
+        """How long a reply stays open without its gateway refreshing the lease."""
+        return self._lease_seconds
+
+    async def _run(self, script: Any, session_id: str, *args: str | bytes) -> Any:
+        keys = SessionKeys(session_id)
+        return await script(
+            keys=[keys.session, keys.log, LEASES],
+            args=[keys.base, session_id, *self._limits, *args],
+        )
+
+    async def _write(self, script: Any, session_id: str, *args: str | bytes) -> int:
+        return int(await self._run(script, session_id, *args))
 
     async def create(self, settings: SessionSettings) -> str:
         session_id = new_id()
-        # redis-py types hash commands as sync-or-async; this client is async.
-        await cast(
-            "Awaitable[int]",
-            self._redis.hset(
-                SessionKeys(session_id).session,
-                mapping={"settings": msgspec.json.encode(settings), "seq": 0},
-            ),
-        )
+        key = SessionKeys(session_id).session
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"settings": msgspec.json.encode(settings), "seq": 0})
+            pipe.expire(key, self._session_ttl)
+            await pipe.execute()
         return session_id
 
     async def _session_field(self, session_id: str, field: str) -> bytes | None:
         key = SessionKeys(session_id).session
+        # redis-py types hash commands as sync-or-async; this client is async.
         return await cast("Awaitable[bytes | None]", self._redis.hget(key, field))
 
     async def exists(self, session_id: str) -> bool:
@@ -356,8 +536,7 @@ class SessionStore:
         replace_from: str | None = None,
     ) -> tuple[str | None, str]:
         """Add the user's message (``content``; None regenerates the last reply) and open a
-        streaming reply. Returns ``(message_id, reply_id)``."""
-        keys = SessionKeys(session_id)
+        streaming reply holding a lease. Returns ``(message_id, reply_id)``."""
         reply_id = new_id(12)
         message_id = new_id(12) if content is not None else None
         message = MessageAdded(
@@ -365,7 +544,7 @@ class SessionStore:
         )
         result = await self._write(
             self._begin,
-            keys,
+            session_id,
             "send" if content is not None else "regenerate",
             replace_from or "",
             message_id or "",
@@ -373,7 +552,6 @@ class SessionStore:
             encode_data(message),
             reply_id,
             encode_data(Start(reply_id=reply_id, model=model)),
-            str(self.LOCK_MS),
         )
         if result == -1:
             raise SessionNotFoundError(session_id)
@@ -381,46 +559,61 @@ class SessionStore:
             raise ReplyBusyError(session_id)
         if result == -3:
             raise NothingToRegenerateError(replace_from or "")
+        if result == -4:
+            raise SessionFullError(self._session_max_bytes)
         return message_id, reply_id
 
-    async def append_delta(self, session_id: str, reply_id: str, text: str) -> bool:
-        """False when the reply no longer streams (then the caller should stop)."""
+    async def append_delta(
+        self, session_id: str, reply_id: str, text: str, *, batch: int | None = None
+    ) -> bool:
+        """Append text to the streaming reply. A writer that may retry numbers its batches
+        (1, 2, … per reply): a batch number already applied is skipped, so a call retried
+        after its answer was lost never doubles text. False when the reply no longer streams
+        (then the caller should stop)."""
         data = encode_data(Delta(reply_id=reply_id, text=text))
-        seq = await self._write(
-            self._append_delta, SessionKeys(session_id), reply_id, text, data, str(self.LOCK_MS)
-        )
-        return seq > 0
+        number = "" if batch is None else str(batch)
+        return await self._write(self._append_delta, session_id, reply_id, text, data, number) != 0
 
     async def finish_reply(self, session_id: str, reply_id: str, event: Done | ErrorEvent) -> bool:
+        """False when the reply was not streaming any more (closed already)."""
         if isinstance(event, ErrorEvent):
             status = "error"
         else:
             status = "stopped" if event.finish_reason == "stopped" else "complete"
         seq = await self._write(
-            self._finish, SessionKeys(session_id), reply_id, status, event.name, encode_data(event)
+            self._finish, session_id, reply_id, status, event.name, encode_data(event)
         )
         return seq > 0
 
-    async def refresh_lock(self, session_id: str, reply_id: str) -> bool:
-        keys = SessionKeys(session_id)
-        return bool(await self._refresh_lock(keys=[keys.lock], args=[reply_id, self.LOCK_MS]))
+    async def refresh_lease(self, session_id: str, reply_id: str) -> bool:
+        """Extend the reply's lease; False when the reply no longer streams."""
+        return await self._write(self._refresh_lease, session_id, reply_id) == 1
 
     async def stop_requested(self, session_id: str, reply_id: str) -> bool:
         flag = cast("bytes | None", await self._redis.get(SessionKeys(session_id).stop))
         return flag is not None and flag.decode() == reply_id
 
     async def request_stop(self, session_id: str) -> str | None:
-        """Flag the streaming reply (if any) to stop and tell every gateway. Idempotent."""
-        keys = SessionKeys(session_id)
-        reply = await self._request_stop(
-            keys=[keys.lock, keys.stop], args=[session_id, self.STOP_FLAG_MS, CONTROL_CHANNEL]
+        """Flag the streaming reply (if any) to stop and tell every gateway; a reply whose
+        lease lapsed is closed at once. Returns its id. Idempotent."""
+        reply = await self._run(
+            self._request_stop, session_id, str(self.STOP_FLAG_MS), CONTROL_CHANNEL
         )
         return reply.decode() if reply else None
 
+    async def reap_lapsed(self, *, limit: int = 100) -> list[str]:
+        """Close every reply whose lease lapsed (its gateway died) with an ``interrupted``
+        error. Returns the ids of the replies closed."""
+        due = cast("list[bytes]", await self._due(keys=[LEASES], args=[limit]))
+        closed = []
+        for session_id in due:
+            reply = await self._run(self._reap, session_id.decode())
+            if reply:
+                closed.append(reply.decode())
+        return closed
+
     async def set_settings(self, session_id: str, settings: SessionSettings) -> None:
-        seq = await self._write(
-            self._set_settings, SessionKeys(session_id), msgspec.json.encode(settings)
-        )
+        seq = await self._write(self._set_settings, session_id, msgspec.json.encode(settings))
         if seq == -1:
             raise SessionNotFoundError(session_id)
 
@@ -435,16 +628,13 @@ class SessionStore:
         args: list[str | bytes] = []
         for name in SessionSettings.__struct_fields__:
             args += [name, msgspec.json.encode(changes[name]) if name in changes else b""]
-        keys = SessionKeys(session_id)
-        merged = await self._update_settings(
-            keys=[keys.session, keys.log], args=[keys.base, self._log_max, *args]
-        )
+        merged = await self._run(self._update_settings, session_id, *args)
         if merged == -1:
             raise SessionNotFoundError(session_id)
         return _settings_decoder.decode(merged)
 
     async def clear(self, session_id: str) -> None:
-        result = await self._write(self._clear, SessionKeys(session_id))
+        result = await self._write(self._clear, session_id)
         if result == -1:
             raise SessionNotFoundError(session_id)
         if result == -2:

@@ -1,13 +1,22 @@
 """Runs replies: one task per streaming reply, coalescing tokens into few Redis writes, and
-stopping when any client (through any gateway) asks."""
+stopping when any client (through any gateway) asks.
+
+A running reply holds a lease in Redis, refreshed by its keepalive. Every gateway runs a
+reaper that closes the replies whose lease lapsed (their gateway died), so no reply stays
+``streaming`` for good. A reply that can no longer be written closes its upstream request
+at once (it is billed) and ends with an ``interrupted`` error, or the reaper ends it once
+Redis is back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot
@@ -19,11 +28,23 @@ __all__ = ["Generations", "chat_body"]
 
 logger = logging.getLogger("chatrelay.gateway")
 
-# How often a running reply refreshes its lock and looks for a stop flag it may have missed.
-KEEPALIVE_SECONDS = 2.0
+# How often each gateway looks for replies whose lease lapsed.
+REAP_SECONDS = 1.0
+# How long the stop listener waits for a message before checking its connection again.
+_STOP_POLL_SECONDS = 1.0
 _END = object()
+_T = TypeVar("_T")
 
-CancelReason = Literal["stopped", "shutdown", "lost"]
+# stopped: a client asked; shutdown: this gateway stops; lost: the reply was closed by
+# someone else (the reaper, a clear); unwritable: Redis stayed away longer than the budget.
+CancelReason = Literal["stopped", "shutdown", "lost", "unwritable"]
+
+_MESSAGES: dict[CancelReason, str] = {
+    "shutdown": "The gateway shut down during the answer; the partial answer is kept.",
+    "lost": "The answer was closed by another writer; the partial answer is kept.",
+    "unwritable": "The answer could not be saved (storage unreachable); "
+    "the partial answer is kept.",
+}
 
 
 def chat_body(snapshot: Snapshot, reply_id: str) -> dict[str, Any]:
@@ -64,6 +85,8 @@ class Generations:
         self._client = client
         self._config = config
         self._jobs: dict[str, _Job] = {}
+        # Refreshing three times per lease rides out one missed refresh.
+        self._keepalive_seconds = store.lease_seconds / 3
 
     def start(self, session_id: str, reply_id: str) -> asyncio.Task[None]:
         """Run the reply in the background: it goes on when every tab has closed. The task
@@ -86,13 +109,17 @@ class Generations:
         await asyncio.gather(*(job.task for job in jobs if job.task), return_exceptions=True)
 
     async def listen_for_stops(self) -> None:
-        """Follow stop requests from every gateway; reconnects while Redis is away."""
+        """Follow stop requests from every gateway; reconnects while Redis is away. (A stop
+        missed meanwhile is still seen: each keepalive checks the stop flag.)"""
         while True:
-            pubsub = self._store.redis.pubsub()
+            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CONTROL_CHANNEL)
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
+                while True:
+                    # A read with its own timeout: the client's socket timeout would break
+                    # the idle subscription.
+                    message = await pubsub.get_message(timeout=_STOP_POLL_SECONDS)
+                    if message is not None and message["type"] == "message":
                         session_id, reply_id = message["data"].decode().split(" ", 1)
                         self.stop(session_id, reply_id)
             except (RedisError, OSError) as exc:
@@ -102,20 +129,29 @@ class Generations:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def reap_lapsed(self) -> None:
+        """Close, every second, the replies (of any gateway) whose lease lapsed."""
+        while True:
+            try:
+                for reply_id in await self._store.reap_lapsed():
+                    logger.warning("closed reply %s: its gateway stopped renewing it", reply_id)
+            except (RedisError, OSError) as exc:
+                logger.warning("reaper: %s", exc)
+            await asyncio.sleep(REAP_SECONDS)
+
     async def _run(self, job: _Job) -> None:
         try:
-            await self._generate(job)
-        except Exception:
-            logger.exception("reply %s failed", job.reply_id)
-            # Without Redis this fails too; then the lock expires and the next message
-            # closes the reply as interrupted.
-            with contextlib.suppress(RedisError, OSError):
-                await self._finish(job, ErrorEvent(job.reply_id, "internal", "The gateway failed"))
+            try:
+                event = await self._generate(job)
+            except Exception:
+                logger.exception("reply %s failed", job.reply_id)
+                event = ErrorEvent(job.reply_id, "internal", "The gateway failed")
+            await self._finish(job, event)
         finally:
             if self._jobs.get(job.session_id) is job:
                 del self._jobs[job.session_id]
 
-    async def _generate(self, job: _Job) -> None:
+    async def _generate(self, job: _Job) -> Done | ErrorEvent:
         snapshot = await self._store.snapshot(job.session_id)
         pieces: asyncio.Queue[object] = asyncio.Queue()
 
@@ -131,15 +167,19 @@ class Generations:
         keepalive = asyncio.create_task(self._keepalive(job))
         try:
             await self._write_pieces(job, pieces)
-            await asyncio.wait([job.reader])
         finally:
             keepalive.cancel()
-            # Let it unwind: a Redis call cut off mid-way must release its connection.
-            await asyncio.wait([keepalive])
-        await self._finish(job, self._outcome(job, job.reader))
+            # Whatever stopped the writer, the upstream request (billed) ends here too.
+            job.reader.cancel()
+            # Let both unwind: a Redis call cut off mid-way must release its connection.
+            await asyncio.wait([keepalive, job.reader])
+        return self._outcome(job, job.reader)
 
     async def _write_pieces(self, job: _Job, pieces: asyncio.Queue[object]) -> None:
-        """Whatever arrived while the previous write was in flight goes in the next one."""
+        """Whatever arrived while the previous write was in flight goes in the next one.
+        Batches are numbered so that a write retried after a lost answer is not applied
+        twice. Returns when the reader has ended, or at once when writing failed."""
+        batch_number = 0
         ended = False
         while not ended:
             batch = [await pieces.get()]
@@ -147,30 +187,41 @@ class Generations:
                 batch.append(pieces.get_nowait())
             ended = batch[-1] is _END
             text = "".join(p for p in batch if isinstance(p, str))
-            if text and not await self._store.append_delta(job.session_id, job.reply_id, text):
+            if not text:
+                continue
+            batch_number += 1
+            append = functools.partial(
+                self._store.append_delta, job.session_id, job.reply_id, text, batch=batch_number
+            )
+            try:
+                written = await self._retrying(append, seconds=self._store.lease_seconds / 2)
+            except (RedisError, OSError) as exc:
+                logger.warning("reply %s: cannot write to Redis (%s)", job.reply_id, exc)
+                job.cancel("unwritable")
+                return
+            if not written:
                 job.cancel("lost")
+                return
 
     async def _keepalive(self, job: _Job) -> None:
         while True:
             try:
                 if await self._store.stop_requested(job.session_id, job.reply_id):
                     job.cancel("stopped")
-                elif not await self._store.refresh_lock(job.session_id, job.reply_id):
+                elif not await self._store.refresh_lease(job.session_id, job.reply_id):
                     job.cancel("lost")
             except (RedisError, OSError) as exc:
                 logger.warning("keepalive for reply %s: %s", job.reply_id, exc)
-            await asyncio.sleep(KEEPALIVE_SECONDS)
+            await asyncio.sleep(self._keepalive_seconds)
 
     @staticmethod
     def _outcome(job: _Job, reader: asyncio.Task[Completion]) -> Done | ErrorEvent:
+        reason = job.cancel_reason
+        # Text is missing when a write failed, even if the upstream finished meanwhile.
+        if reason in ("unwritable", "lost") or (reader.cancelled() and reason != "stopped"):
+            return ErrorEvent(job.reply_id, "interrupted", _MESSAGES[reason or "shutdown"])
         if reader.cancelled():
-            if job.cancel_reason == "stopped":
-                return Done(job.reply_id, "stopped", None)
-            return ErrorEvent(
-                job.reply_id,
-                "interrupted",
-                "The gateway shut down during the answer; the partial answer is kept.",
-            )
+            return Done(job.reply_id, "stopped", None)
         error = reader.exception()
         if isinstance(error, UpstreamError):
             return ErrorEvent(job.reply_id, error.code, error.message)
@@ -180,6 +231,27 @@ class Generations:
         return Done(job.reply_id, completion.finish_reason, completion.usage)
 
     async def _finish(self, job: _Job, event: Done | ErrorEvent) -> None:
-        if job.cancel_reason == "lost":
-            return  # another writer closed this reply already
-        await self._store.finish_reply(job.session_id, job.reply_id, event)
+        """Write the reply's end, retrying for about a lease while Redis is away. (Written
+        already by another when the reply was closed: then the store ignores it.) If Redis
+        stays away, the lease lapses and a reaper closes the reply once it is back."""
+        try:
+            await self._retrying(
+                lambda: self._store.finish_reply(job.session_id, job.reply_id, event),
+                seconds=self._store.lease_seconds,
+            )
+        except (RedisError, OSError) as exc:
+            logger.warning("reply %s: could not write its end (%s)", job.reply_id, exc)
+
+    @staticmethod
+    async def _retrying(call: Callable[[], Awaitable[_T]], *, seconds: float) -> _T:
+        """``call()``, tried again with backoff while Redis fails, for about ``seconds``."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except (RedisError, OSError):
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)

@@ -43,10 +43,12 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             generations = Generations(app.state.store, client, config)
             app.state.generations = generations
             listener = asyncio.create_task(generations.listen_for_stops())
+            reaper = asyncio.create_task(generations.reap_lapsed())
             try:
                 yield
             finally:
                 listener.cancel()
+                reaper.cancel()
                 await generations.aclose()
 
     def provide_store(state: State) -> SessionStore:
