@@ -375,6 +375,7 @@ if redis.call('EXISTS', base .. 'lock') == 0 then
 end
 redis.call('SET', base .. 'stop', reply, 'PX', ARGV[8])
 redis.call('PUBLISH', ARGV[9], sid .. ' ' .. reply)
+touch_all()
 return reply
 """
 )
