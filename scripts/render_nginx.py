@@ -3,7 +3,8 @@
 The template is envsubst-compatible: it uses only the ``${NAME}`` placeholders listed in
 ``PLACEHOLDERS``, so docker's nginx image can render the same file. This renderer is stricter
 than envsubst: an unknown ``${UPPER_CASE}`` name in the template, a missing value, an extra
-value, or a value that could break out of its directive is an error.
+value, or a value that could break out of its directive is an error. The abuse limits
+(``LIMITS``) are optional: their defaults come from ``infra/nginx/limits.env``.
 
 Used by scripts/dev.py and tests/infra; also a small CLI::
 
@@ -23,11 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "LIMITS",
+    "LIMITS_FILE",
     "NGINX_DIR",
     "PLACEHOLDERS",
     "TEMPLATE",
     "WRAPPER",
     "RenderError",
+    "limit_defaults",
     "placeholders_in",
     "render",
     "render_run_dir",
@@ -37,7 +41,17 @@ __all__ = [
 NGINX_DIR = Path(__file__).resolve().parent.parent / "infra" / "nginx"
 TEMPLATE = NGINX_DIR / "chatrelay.conf.template"
 WRAPPER = NGINX_DIR / "nginx.conf"
+LIMITS_FILE = NGINX_DIR / "limits.env"
 
+# Abuse limits: positive whole numbers, each optional (default from LIMITS_FILE).
+LIMITS: tuple[str, ...] = (
+    "EDGE_RATE_PER_IP",
+    "EDGE_BURST_PER_IP",
+    "EDGE_RATE_TOTAL",
+    "EDGE_BURST_TOTAL",
+    "EDGE_CONN_PER_IP",
+    "EDGE_CONN_TOTAL",
+)
 PLACEHOLDERS: tuple[str, ...] = (
     "HTTPS_PORT",
     "HTTP_PORT",
@@ -45,6 +59,7 @@ PLACEHOLDERS: tuple[str, ...] = (
     "GATEWAY_UPSTREAM",
     "TLS_CERT",
     "TLS_KEY",
+    *LIMITS,
 )
 
 # Only UPPER_CASE names are ours; nginx's own variables ($host, ${host}) are lower case.
@@ -54,6 +69,7 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _UPSTREAM_ITEM = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}|unix:/[^\s;{}'\"]+")
 # A path must stay one nginx token: no whitespace, quotes, ';', braces or '$'.
 _PATH = re.compile(r"[^\s;{}'\"$#\\]+")
+_COUNT = re.compile(r"[1-9][0-9]{0,8}")
 
 
 class RenderError(ValueError):
@@ -95,7 +111,27 @@ def _check_path(value: str, what: str) -> str:
     return value
 
 
-def _checked(values: Mapping[str, str]) -> dict[str, str]:
+def limit_defaults() -> dict[str, str]:
+    """``NAME=value`` lines of LIMITS_FILE (comments and blank lines skipped)."""
+    found: dict[str, str] = {}
+    for raw in LIMITS_FILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            found[name.strip()] = value.strip()
+    if set(found) != set(LIMITS):
+        raise RenderError(f"{LIMITS_FILE} must set exactly {', '.join(LIMITS)}")
+    return found
+
+
+def _check_count(value: str, what: str) -> str:
+    if not _COUNT.fullmatch(value):
+        raise RenderError(f"bad {what} {value!r}: expected a whole number above 0")
+    return value
+
+
+def _checked(given: Mapping[str, str]) -> dict[str, str]:
+    values = {**limit_defaults(), **{k: v for k, v in given.items() if v or k not in LIMITS}}
     missing = [name for name in PLACEHOLDERS if not values.get(name)]
     if missing:
         raise RenderError(f"missing value(s) for {', '.join(missing)}")
@@ -109,6 +145,7 @@ def _checked(values: Mapping[str, str]) -> dict[str, str]:
         "GATEWAY_UPSTREAM": upstream_servers(values["GATEWAY_UPSTREAM"]),
         "TLS_CERT": _check_path(values["TLS_CERT"], "TLS_CERT"),
         "TLS_KEY": _check_path(values["TLS_KEY"], "TLS_KEY"),
+        **{name: _check_count(values[name], name) for name in LIMITS},
     }
 
 
@@ -142,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("out_dir", type=Path, help="run folder to write (nginx -p OUT_DIR)")
     args = parser.parse_args(argv)
-    values = {name: os.environ.get(name, "") for name in PLACEHOLDERS}
+    values = {name: os.environ.get(name, "") for name in PLACEHOLDERS}  # "" = default limit
     try:
         conf = render_run_dir(args.out_dir, values)
     except RenderError as exc:

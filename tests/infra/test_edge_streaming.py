@@ -3,17 +3,20 @@ X-Accel-Buffering header: events must arrive as they are sent, over HTTP/1.1 and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.infra.conftest import Edge
+from scripts import render_nginx
+from tests.infra.conftest import Cert, Edge, edge_values, free_port, running_nginx
 from tests.infra.sse_backend import Backend
 
 EVENTS = 10
@@ -157,3 +160,94 @@ def test_plain_http_redirects_to_https(edge: Edge) -> None:
     )
     assert response.status_code == 301
     assert response.headers["location"] == f"https://localhost:{edge.https_port}/s/abc?x=1"
+
+
+def test_health_checks_are_not_reachable_through_the_edge(client: httpx.Client) -> None:
+    for path in ("/healthz", "/readyz", "/healthz?x=1"):
+        response = client.get(path)
+        assert (response.status_code, response.json()) == (404, {"detail": "Not found"}), path
+        assert response.headers["x-content-type-options"] == "nosniff"
+    # The rest of the page's paths still reach web.
+    assert client.get("/healthzz").json()["backend"] == "web"
+
+
+def test_the_client_cannot_choose_its_address(client: httpx.Client) -> None:
+    spoofed = {"x-forwarded-for": "127.0.0.1, 6.6.6.6", "x-real-ip": "6.6.6.6"}
+    for path, backend in [("/", "web"), ("/api/sessions", "gateway")]:
+        echoed = client.get(path, headers=spoofed).json()
+        assert echoed["backend"] == backend
+        assert echoed["headers"]["x-forwarded-for"] == "127.0.0.1", path
+    with client.stream("GET", EVENTS_PATH.replace("n=10", "n=1"), headers=spoofed) as response:
+        hello = next(fields for _, fields in sse_events(response.iter_lines()))
+    assert json.loads(hello["data"])["headers"]["x-forwarded-for"] == "127.0.0.1"
+
+
+@contextlib.contextmanager
+def limited_edge(
+    nginx_bin: str, cert: Cert, run_dir: Path, **limits: str
+) -> Iterator[tuple[httpx.Client, Backend]]:
+    """nginx from the template with the given EDGE_* limits, in front of stand-ins."""
+    with Backend("web") as web, Backend("gateway") as gateway:
+        https_port, http_port = free_port(), free_port()
+        values = edge_values(
+            cert, https_port=https_port, http_port=http_port,
+            web=web.address, gateway=gateway.address,
+        )  # fmt: skip
+        conf = render_nginx.render_run_dir(run_dir, {**values, **limits})
+        with running_nginx(nginx_bin, run_dir, conf, https_port):
+            context = ssl.create_default_context(cafile=str(cert.cert))
+            limits_client = httpx.Client(
+                base_url=f"https://localhost:{https_port}", verify=context, timeout=10.0
+            )
+            with limits_client:
+                yield limits_client, web
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"EDGE_RATE_PER_IP": "1", "EDGE_BURST_PER_IP": "5"},
+        {"EDGE_RATE_TOTAL": "1", "EDGE_BURST_TOTAL": "5"},
+    ],
+    ids=["per-client", "total"],
+)
+def test_a_burst_gets_429_with_retry_after(
+    nginx_bin: str, tls_cert: Cert, tmp_path: Path, limits: dict[str, str]
+) -> None:
+    with limited_edge(nginx_bin, tls_cert, tmp_path / "run", **limits) as (client, _):
+        started = time.monotonic()
+        answers = [client.get("/s/x") for _ in range(30)]
+        elapsed = time.monotonic() - started
+        statuses = [answer.status_code for answer in answers]
+        passed = statuses.count(200)
+        print(f"30 requests in {elapsed:.2f} s at 1 r/s + burst 5: {passed} passed")
+        # 1 + the burst of 5, plus one per second the loop took.
+        assert 6 <= passed <= 6 + int(elapsed) + 1, statuses
+        assert set(statuses) == {200, 429}
+        refused = [answer for answer in answers if answer.status_code == 429]
+        for answer in refused:
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json() == {"detail": "Too many requests; retry shortly"}
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert "default-src 'self'" in answer.headers["content-security-policy"]
+        assert "retry-after" not in answers[0].headers
+
+
+def test_open_requests_per_client_are_capped(
+    nginx_bin: str, tls_cert: Cert, tmp_path: Path
+) -> None:
+    slow = EVENTS_PATH.replace("interval=0.1", "interval=0.5")  # 10 events over 5 s
+    with limited_edge(nginx_bin, tls_cert, tmp_path / "run", EDGE_CONN_PER_IP="2") as (
+        client,
+        _,
+    ):
+        with client.stream("GET", slow) as first, client.stream("GET", slow) as second:
+            assert (first.status_code, second.status_code) == (200, 200)
+            third = client.get("/s/x")
+            assert third.status_code == 429
+            assert third.headers["retry-after"] == "1"
+        # Streams closed: room again.
+        deadline = time.monotonic() + 10
+        while (status := client.get("/s/x").status_code) == 429 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 200

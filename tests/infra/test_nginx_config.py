@@ -18,6 +18,7 @@ from tests.infra.conftest import Cert, edge_values, free_port
 from tests.infra.nginx_conf import Directive, duration_seconds, parse, size_bytes
 
 SSE_LOCATION = ["~", "^/api/sessions/[^/]+/events$"]
+HEALTH_LOCATIONS = [["=", "/healthz"], ["=", "/readyz"]]
 HEARTBEAT_SECONDS = 15
 API_MAX_BODY = 32 * 1024
 CSP = (
@@ -73,7 +74,9 @@ def test_render_leaves_nginx_variables_alone() -> None:
     assert "${" not in text
     assert "$host" in text
     assert "$request_uri" in text
-    assert "$proxy_add_x_forwarded_for" in text
+    assert "$remote_addr" in text
+    # Appending would keep the client's own X-Forwarded-For leftmost, where uvicorn reads it.
+    assert "$proxy_add_x_forwarded_for" not in text
 
 
 def test_render_refuses_missing_and_unknown_names() -> None:
@@ -101,6 +104,27 @@ def test_render_refuses_values_that_break_the_config(name: str, value: str) -> N
         render_nginx.render(template(), {**VALUES, name: value})
 
 
+def test_limits_default_from_the_one_defaults_file() -> None:
+    defaults = render_nginx.limit_defaults()
+    assert set(defaults) == set(render_nginx.LIMITS)
+    assert all(int(value) > 0 for value in defaults.values())
+    server = https_server(Directive("http", [], parse(render_nginx.render(template(), VALUES))))
+    assert server.values("limit_conn") == [
+        ["chatrelay_conn_ip", defaults["EDGE_CONN_PER_IP"]],
+        ["chatrelay_conn_all", defaults["EDGE_CONN_TOTAL"]],
+    ]
+    # An empty value (an unset compose variable) also means the default.
+    assert render_nginx.render(template(), {**VALUES, "EDGE_CONN_TOTAL": ""}) == (
+        render_nginx.render(template(), VALUES)
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "10r/s", "5; limit_conn x 1", "9999999999"])
+def test_render_refuses_limits_that_are_not_positive_counts(value: str) -> None:
+    with pytest.raises(render_nginx.RenderError, match="EDGE_RATE_PER_IP"):
+        render_nginx.render(template(), {**VALUES, "EDGE_RATE_PER_IP": value})
+
+
 def test_upstream_list_becomes_several_servers() -> None:
     text = render_nginx.render(template(), {**VALUES, "WEB_UPSTREAM": "10.0.0.1:80, web:8002"})
     (web,) = [u for u in parse(text) if u.name == "upstream" and u.args == ["chatrelay_web"]]
@@ -116,7 +140,7 @@ def test_envsubst_gives_the_same_config() -> None:
     out = subprocess.run(
         [envsubst, names],
         input=template(),
-        env={**os.environ, **VALUES},
+        env={**os.environ, **render_nginx.limit_defaults(), **VALUES},
         capture_output=True,
         text=True,
         check=True,
@@ -184,7 +208,7 @@ def test_plain_http_only_redirects_to_https(http: Directive) -> None:
     assert plain.one("listen") == ["8080"]
     (loc,) = plain.children("location")
     assert loc.one("return") == ["301", "https://$host$chatrelay_https_port_suffix$request_uri"]
-    (port_map,) = http.children("map")
+    (port_map,) = [m for m in http.children("map") if m.args[1] == "$chatrelay_https_port_suffix"]
     assert port_map.args == ["8443", "$chatrelay_https_port_suffix"]
     assert port_map.values("default") == [[":8443"]]
 
@@ -202,7 +226,7 @@ def test_sse_location_never_buffers_and_outlives_heartbeats(http: Directive) -> 
     headers = headers_set(sse)
     assert headers["connection"] == ""
     assert headers["host"] == "$host"
-    assert headers["x-forwarded-for"] == "$proxy_add_x_forwarded_for"
+    assert headers["x-forwarded-for"] == "$remote_addr"
     assert headers["x-forwarded-proto"] == "$scheme"
     # Last-Event-ID reaches web because client headers pass by default: nothing may turn
     # that off or blank the header.
@@ -211,12 +235,82 @@ def test_sse_location_never_buffers_and_outlives_heartbeats(http: Directive) -> 
     assert all(d.name != "proxy_ignore_headers" for d in sse.walk())
 
 
+def proxied_locations(server: Directive) -> list[Directive]:
+    found = [loc for loc in server.children("location") if loc.children("proxy_pass")]
+    assert len(found) == 3
+    return found
+
+
 def test_every_proxied_location_keeps_upstream_connections_alive(http: Directive) -> None:
-    for loc in https_server(http).children("location"):
+    for loc in proxied_locations(https_server(http)):
         assert loc.one("proxy_http_version") == ["1.1"], loc.args
         headers = headers_set(loc)
         assert headers.get("connection") == "", loc.args
         assert headers.get("x-forwarded-proto") == "$scheme", loc.args
+
+
+def test_every_proxied_location_sets_the_client_address_itself(http: Directive) -> None:
+    for loc in proxied_locations(https_server(http)):
+        headers = headers_set(loc)
+        assert headers["x-forwarded-for"] == "$remote_addr", loc.args
+        assert headers["host"] == "$host", loc.args
+        assert headers["x-forwarded-host"] == "$host", loc.args
+
+
+def test_health_checks_are_not_routed(http: Directive) -> None:
+    server = https_server(http)
+    for args in HEALTH_LOCATIONS:
+        loc = location(server, args)
+        assert loc.one("return") == ["404", '{"detail": "Not found"}']
+        assert loc.one("default_type") == ["application/json"]
+        assert not loc.children("proxy_pass")
+
+
+def test_limits_per_client_and_in_total(http: Directive) -> None:
+    zones = {
+        args[1].split(":")[0].removeprefix("zone="): args for args in http.values("limit_req_zone")
+    }
+    assert zones["chatrelay_req_ip"][0] == "$binary_remote_addr"
+    assert zones["chatrelay_req_all"][0] == "$chatrelay_everyone"
+    assert zones["chatrelay_req_ip"][2] == "rate=20r/s"
+    conn_zones = {
+        args[1].split(":")[0].removeprefix("zone="): args[0]
+        for args in http.values("limit_conn_zone")
+    }
+    assert conn_zones == {
+        "chatrelay_conn_ip": "$binary_remote_addr",
+        "chatrelay_conn_all": "$chatrelay_everyone",
+    }
+    server = https_server(http)
+    assert server.values("limit_req") == [
+        ["zone=chatrelay_req_ip", "burst=200", "nodelay"],
+        ["zone=chatrelay_req_all", "burst=1000", "nodelay"],
+    ]
+    assert server.one("limit_req_status") == ["429"]
+    assert server.one("limit_conn_status") == ["429"]
+    # Set once, for the whole server: no location may replace them (a location's own
+    # limit_req would drop the server's).
+    for loc in server.children("location"):
+        assert not loc.children("limit_req"), loc.args
+        assert not loc.children("limit_conn"), loc.args
+
+
+def test_retry_after_only_on_the_edges_own_429s(http: Directive) -> None:
+    server = https_server(http)
+    added = {args[0].lower(): args[1:] for args in server.values("add_header")}
+    assert added["retry-after"] == ["$chatrelay_retry_after", "always"]
+    (retry_map,) = [m for m in http.children("map") if m.args[1] == "$chatrelay_retry_after"]
+    assert retry_map.args[0] == "$status:$upstream_status"
+    # Only a 429 with no upstream status (nginx's own) gets one; the gateway's 429s keep theirs.
+    assert retry_map.values("429:") == [["1"]]
+    assert retry_map.values("default") == [[""]]
+    # ...and its body is JSON like every other error.
+    assert server.one("error_page") == ["429", "@chatrelay_too_many"]
+    too_many = location(server, ["@chatrelay_too_many"])
+    assert too_many.one("return") == ["429", '{"detail": "Too many requests; retry shortly"}']
+    assert too_many.one("default_type") == ["application/json"]
+    (everyone,) = [m for m in http.children("map") if m.args[1] == "$chatrelay_everyone"]
+    assert everyone.values("default") == [["all"]]
     for name in ("chatrelay_web", "chatrelay_gateway"):
         (upstream,) = [u for u in http.children("upstream") if u.args == [name]]
         assert int(upstream.one("keepalive")[0]) > 0
@@ -228,6 +322,8 @@ def test_routing(http: Directive) -> None:
         tuple(SSE_LOCATION),
         ("/api/",),
         ("/",),
+        *(tuple(args) for args in HEALTH_LOCATIONS),
+        ("@chatrelay_too_many",),
     }
     assert location(server, ["/api/"]).one("proxy_pass") == ["http://chatrelay_gateway"]
     assert location(server, ["/"]).one("proxy_pass") == ["http://chatrelay_web"]

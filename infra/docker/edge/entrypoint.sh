@@ -3,8 +3,9 @@
 #  1. TLS: use TLS_CERT/TLS_KEY when given; otherwise make a self-signed certificate once
 #     into /etc/chatrelay/tls (a volume, so it survives restarts).
 #  2. Render /etc/chatrelay/chatrelay.conf.template (placeholders ${HTTPS_PORT} ${HTTP_PORT}
-#     ${WEB_UPSTREAM} ${GATEWAY_UPSTREAM} ${TLS_CERT} ${TLS_KEY}, as scripts/render_nginx.py)
-#     into /etc/nginx/conf.d/chatrelay.conf and check it with `nginx -t`.
+#     ${WEB_UPSTREAM} ${GATEWAY_UPSTREAM} ${TLS_CERT} ${TLS_KEY} and the EDGE_* limits, as
+#     scripts/render_nginx.py; a limit that is unset or empty takes its default from
+#     /etc/chatrelay/limits.env) into /etc/nginx/conf.d/chatrelay.conf; check it with `nginx -t`.
 #  3. Scale-out: nginx 1.22 open source resolves `upstream { server web:8002; }` once, at
 #     (re)load, into one server per address (the `resolve` server parameter is open source
 #     only from 1.27.3). A watcher re-resolves the upstream names every
@@ -59,15 +60,30 @@ check GATEWAY_UPSTREAM "$GATEWAY_UPSTREAM" "host:port[,host:port...]"
 check TLS_CERT "$TLS_CERT" "a path"
 check TLS_KEY "$TLS_KEY" "a path"
 
+# The abuse limits: whole numbers above 0; unset or empty -> the default in limits.env.
+LIMITS=""
+while IFS='=' read -r name value; do
+    case $name in "" | \#*) continue ;; esac
+    eval "given=\${$name:-}"
+    # shellcheck disable=SC2154 # set by the eval above
+    [ -n "$given" ] || given=$value
+    case $given in
+        0* | *[!0-9]*) log "bad $name='$given' (a whole number above 0)"; exit 1 ;;
+    esac
+    LIMITS="$LIMITS -e s|\\\${$name}|$given|g"
+done </etc/chatrelay/limits.env
+
 # "a:1,b:2" -> "a:1; server b:2" (the template says `server ${WEB_UPSTREAM};`).
 servers() { echo "$1" | sed 's/,/; server /g'; }
 
+# shellcheck disable=SC2086 # $LIMITS is a list of `-e EXPR` words, split on purpose
 sed -e "s|\${HTTPS_PORT}|$HTTPS_PORT|g" \
     -e "s|\${HTTP_PORT}|$HTTP_PORT|g" \
     -e "s|\${WEB_UPSTREAM}|$(servers "$WEB_UPSTREAM")|g" \
     -e "s|\${GATEWAY_UPSTREAM}|$(servers "$GATEWAY_UPSTREAM")|g" \
     -e "s|\${TLS_CERT}|$TLS_CERT|g" \
     -e "s|\${TLS_KEY}|$TLS_KEY|g" \
+    $LIMITS \
     /etc/chatrelay/chatrelay.conf.template >/etc/nginx/conf.d/chatrelay.conf
 # shellcheck disable=SC2016 # a literal ${NAME}, not an expansion
 if grep -n '\${[A-Z][A-Z0-9_]*}' /etc/nginx/conf.d/chatrelay.conf >&2; then
