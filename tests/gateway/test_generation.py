@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
-from chatrelay_common import SessionSettings, SessionStore
+from chatrelay_common import SessionKeys, SessionSettings, SessionStore, open_redis
 from chatrelay_gateway._generation import Generations
 from chatrelay_gateway._upstream import UpstreamConfig
+from redis.asyncio import Redis
 
 from tests.support import fake_upstream as fake
+from tests.support.redis_process import redis_process
 
 
 async def _finished(store: SessionStore, session_id: str) -> tuple[str, str]:
@@ -68,3 +73,103 @@ async def test_shutdown_ends_running_replies_with_an_error_keeping_the_text(
     assert fake.SLOW_TEXT.startswith(content)
     assert (await store.events_after(session_id, 0))[-1].name == "error"
     await fake_upstream.wait_for_disconnect_async(timeout=5)
+
+
+async def _until_text(store: SessionStore, session_id: str) -> None:
+    for _ in range(500):
+        if (await store.snapshot(session_id)).messages[-1].content:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no text streamed in 10 s")
+
+
+async def test_start_returns_a_task_done_when_the_reply_has_ended(
+    store: SessionStore, generations: Generations
+) -> None:
+    session_id = await store.create(SessionSettings(model="ok"))
+    _, reply_id = await store.begin_reply(session_id, model="ok", content="hi")
+    task = generations.start(session_id, reply_id)
+    await asyncio.wait_for(task, 10)
+    reply = (await store.snapshot(session_id)).messages[-1]
+    assert (reply.status, reply.content) == ("complete", fake.OK_TEXT)
+
+
+async def test_a_reply_closed_by_someone_else_closes_its_upstream(
+    store: SessionStore, redis: Redis, generations: Generations, fake_upstream: fake.FakeUpstream
+) -> None:
+    """As when a reaper found its lease lapsed: the writer learns it at its next write."""
+    session_id, reply_id = await _slow_reply(store)
+    task = generations.start(session_id, reply_id)
+    await _until_text(store, session_id)
+    await redis.delete(SessionKeys(session_id).lock)
+    assert await store.request_stop(session_id) == reply_id  # an orphan now: closed at once
+    await fake_upstream.wait_for_disconnect_async(timeout=5)
+    await asyncio.wait_for(task, 10)
+    log = await store.events_after(session_id, 0)
+    assert [e.name for e in log].count("error") == 1  # the writer added no second end
+    assert fake_upstream.client_disconnects == ["slow"]
+
+
+async def test_stops_reach_an_idle_listener_on_a_client_with_a_short_socket_timeout(
+    redis_server_url: str, fake_upstream: fake.FakeUpstream
+) -> None:
+    async with open_redis(redis_server_url, socket_timeout=0.3) as redis_client:
+        # A long lease: its keepalive (which also checks the stop flag) runs every 10 s.
+        store = SessionStore(redis_client, lease_seconds=30)
+        async with httpx.AsyncClient() as client:
+            runner = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
+            listener = asyncio.create_task(runner.listen_for_stops())
+            await asyncio.sleep(1.5)  # idle: five socket timeouts
+            session_id, reply_id = await _slow_reply(store)
+            task = runner.start(session_id, reply_id)
+            await _until_text(store, session_id)
+            started = time.monotonic()
+            assert await store.request_stop(session_id) == reply_id
+            await asyncio.wait_for(task, 10)
+            print(f"stop took effect in {time.monotonic() - started:.2f} s")
+            assert time.monotonic() - started < 3
+            assert (await store.snapshot(session_id)).messages[-1].status == "stopped"
+            listener.cancel()
+            await runner.aclose()
+
+
+async def test_redis_gone_mid_reply_closes_the_upstream_and_the_reply_ends_once_it_is_back(
+    tmp_path: Path, fake_upstream: fake.FakeUpstream
+) -> None:
+    with redis_process(tmp_path) as server:
+        async with open_redis(server.url) as redis_client, httpx.AsyncClient() as client:
+            store = SessionStore(redis_client, lease_seconds=2)
+            runner = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
+            session_id, reply_id = await _slow_reply(store)
+            task = runner.start(session_id, reply_id)
+            await _until_text(store, session_id)
+
+            server.kill()
+            killed = time.monotonic()
+            await fake_upstream.wait_for_disconnect_async(timeout=15)
+            closed_after = time.monotonic() - killed
+            await asyncio.wait_for(task, 15)
+            ended_after = time.monotonic() - killed
+            print(f"upstream closed {closed_after:.2f} s, task ended {ended_after:.2f} s after")
+            assert fake_upstream.client_disconnects == ["slow"]
+
+            server.start()
+            # Nobody renews the lease now: a reaper (any gateway's) ends the reply.
+            closed: list[str] = []
+            for _ in range(100):
+                closed += await store.reap_lapsed()
+                if reply_id in closed:
+                    break
+                await asyncio.sleep(0.1)
+            snapshot = await store.snapshot(session_id)
+            reply = snapshot.messages[-1]
+            assert reply.status == "error"
+            log = await store.events_after(session_id, 0)
+            deltas = "".join(msgspec.json.decode(e.data)["text"] for e in log if e.name == "delta")
+            # Tabs saw exactly what the session holds: no delta lost or doubled.
+            assert reply.content == deltas
+            assert reply.content
+            assert fake.SLOW_TEXT.startswith(reply.content)
+            assert [e.name for e in log][-1] == "error"
+            assert [e.seq for e in log] == list(range(1, snapshot.seq + 1))
+            await runner.aclose()
