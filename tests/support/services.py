@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,8 @@ class Service:
     name: str
     url: str
     log_path: Path
+    # The uvicorn process, for fault tests that kill it (SIGKILL) mid-reply.
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -65,7 +67,7 @@ def run_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Servi
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, log_path)
-        yield Service(name, url, log_path)
+        yield Service(name, url, log_path, proc)
     finally:
         proc.terminate()
         try:
