@@ -7,10 +7,19 @@
   const error = document.getElementById("login-error");
   const submit = document.getElementById("login-submit");
 
+  // Where to go after signing in: ?next=, if it stays on this site. Parsed the way the
+  // browser will resolve it (tabs and newlines dropped, "\" read as "/"), then the origin
+  // compared: "/%09/evil.example" is "//evil.example", another site.
   function nextUrl() {
     const next = new URLSearchParams(location.search).get("next") || "/";
-    // Same-origin paths only: "/s/abc" yes, "//evil.example" or "https://..." no.
-    return /^\/(?![/\\])/.test(next) ? next : "/";
+    let url;
+    try {
+      url = new URL(next, location.origin);
+    } catch (_err) {
+      return "/";
+    }
+    if (url.origin !== location.origin) return "/";
+    return url.pathname + url.search + url.hash;
   }
 
   function showError(text) {
@@ -37,7 +46,12 @@
       if (res.status === 401 || res.status === 403) {
         showError("Wrong password.");
       } else if (res.status === 429) {
-        showError("Too many attempts; wait a moment and try again.");
+        const wait = Number(res.headers.get("Retry-After"));
+        showError(
+          wait > 0
+            ? `Too many attempts; try again in ${wait} s.`
+            : "Too many attempts; wait a moment and try again.",
+        );
       } else {
         showError(`Sign-in failed (HTTP ${res.status}).`);
       }
