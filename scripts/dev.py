@@ -495,6 +495,8 @@ def run(runner: Runner, environ: Mapping[str, str]) -> None:
             "GATEWAY_UPSTREAM": f"{env['GATEWAY_HOST']}:{ports['GATEWAY_PORT']}",
             "TLS_CERT": str(cert),
             "TLS_KEY": str(key),
+            # EDGE_* abuse limits from the environment/.env; unset: infra/nginx/limits.env.
+            **{name: env.get(name, "") for name in render_nginx.LIMITS},
         },
     )
     nginx = [tools["nginx"], "-p", str(nginx_dir), "-c", str(conf)]
