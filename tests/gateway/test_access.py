@@ -24,14 +24,19 @@ ROUTE_TABLE = (
 
 
 def test_this_machine_is_loopback_and_the_container_gateway() -> None:
-    local = LocalAddresses(ROUTE_TABLE)
+    local = LocalAddresses(ROUTE_TABLE, in_container=True)
     assert [str(a) for a in local.gateways] == ["172.18.0.1"]
     for host in ("127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1", "172.18.0.1"):
         assert host in local, host
     others: list[str | None] = ["172.18.0.5", "10.0.0.1", "203.0.113.9", "localhost", "", None]
     for other in others:
         assert other not in local, other
-    assert LocalAddresses("").gateways == set()
+    assert LocalAddresses("", in_container=True).gateways == set()
+    # On a host the default gateway is a router, which may forward anyone: not local.
+    on_host = LocalAddresses(ROUTE_TABLE, in_container=False)
+    assert on_host.gateways == set()
+    assert "172.18.0.1" not in on_host
+    assert "127.0.0.1" in on_host
 
 
 async def test_a_paid_key_without_a_password_serves_only_this_machine(

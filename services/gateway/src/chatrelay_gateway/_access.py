@@ -36,6 +36,8 @@ LOCAL_ONLY_DETAIL = (
     "ALLOW_OPEN_ACCESS=1."
 )
 _PROC_ROUTE = Path("/proc/net/route")
+# Docker and Podman mark their containers with these files.
+_CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 
 
 def _default_gateways(route_table: str) -> set[ipaddress.IPv4Address]:
@@ -48,18 +50,25 @@ def _default_gateways(route_table: str) -> set[ipaddress.IPv4Address]:
     return found
 
 
-class LocalAddresses:
-    """ "This machine": loopback, plus the container's default gateway. Under Docker, the
-    host's own browser reaches nginx through port publishing, so the edge sees the bridge
-    network's gateway address as the client, and nginx passes that on."""
+def _in_container() -> bool:
+    return any(marker.exists() for marker in _CONTAINER_MARKERS)
 
-    def __init__(self, route_table: str | None = None) -> None:
+
+class LocalAddresses:
+    """ "This machine": loopback, plus, in a container, its default gateway. Under Docker the
+    host's own browser reaches nginx through port publishing, so the edge sees the bridge
+    network's gateway address as the client, and nginx passes that on. Outside a container
+    the default gateway is a router, which may forward the internet: not local."""
+
+    def __init__(self, route_table: str | None = None, *, in_container: bool | None = None) -> None:
+        if in_container is None:
+            in_container = _in_container()
         if route_table is None:
             try:
-                route_table = _PROC_ROUTE.read_text()
+                route_table = _PROC_ROUTE.read_text() if in_container else ""
             except OSError:
                 route_table = ""
-        self.gateways = _default_gateways(route_table)
+        self.gateways = _default_gateways(route_table) if in_container else set()
 
     def __contains__(self, host: object) -> bool:
         if not isinstance(host, str):
