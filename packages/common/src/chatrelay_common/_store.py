@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from ._events import (
     Delta,
@@ -58,6 +60,11 @@ DEFAULT_LOG_MAX_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_SESSION_MAX_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_SESSION_TTL_SECONDS: Final = 30 * 24 * 3600
 DEFAULT_LEASE_SECONDS: Final = 6.0
+# How far a session's ids jump at its first event after a restart of a Redis that may have
+# lost its last writes: far more events than one session writes in the seconds lost.
+SEQ_SKIP_AFTER_RESTART: Final = 1_000_000
+# How long a store trusts what it learnt of Redis's persistence (CONFIG GET appendfsync).
+_PERSISTENCE_CHECK_SECONDS: Final = 10.0
 
 
 def is_session_id(text: str) -> bool:
@@ -97,9 +104,11 @@ class LoggedEvent:
 
 # Shared by every write script. KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index;
 # ARGV[1] key prefix of the session, [2] session id, [3] log cap in events, [4] log cap in
-# bytes, [5] session TTL in seconds, [6] lease ms, [7] session size cap in bytes. A script's
-# own arguments start at ARGV[8].
-_PRELUDE = """
+# bytes, [5] session TTL in seconds, [6] lease ms, [7] session size cap in bytes, [8] '1' when
+# Redis has every write on disk before it answers (appendfsync always). A script's own
+# arguments start at ARGV[9].
+_PRELUDE = (
+    """
 local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
 local function now_ms()
   local t = redis.call('TIME')
@@ -125,7 +134,23 @@ local function trim_log()
   redis.call('XTRIM', KEYS[2], 'MAXLEN', count)
   redis.call('HSET', KEYS[1], 'log_bytes', size)
 end
+-- A restart of a Redis that may lose its last writes (fsync every second, or snapshots only)
+-- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
+-- event after a restart skips far ahead, and a tab resuming from any older id gets a reset
+-- and a snapshot instead of events that are not the ones it missed.
+local function skip_ids_after_a_lossy_restart()
+  if ARGV[8] == '1' then return end
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if redis.call('HGET', KEYS[1], 'run') == run then return end
+  if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') > 0 then
+    redis.call('HINCRBY', KEYS[1], 'seq', """
+    + str(SEQ_SKIP_AFTER_RESTART)
+    + """)
+  end
+  redis.call('HSET', KEYS[1], 'run', run)
+end
 local function emit(name, data)
+  skip_ids_after_a_lossy_restart()
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', name, 'd', data)
   redis.call('HINCRBY', KEYS[1], 'log_bytes', #data)
@@ -191,6 +216,7 @@ local function close_orphan(reply)
   touch_all()
 end
 """
+)
 
 # For writes that need the session idle: -1 unknown session, -2 a reply streams. A reply whose
 # lease lapsed keeps status `streaming` until someone closes it: close it here.
@@ -201,21 +227,21 @@ local orphan = redis.call('HGET', KEYS[1], 'streaming')
 if orphan then close_orphan(orphan) end
 """
 
-# ARGV[8] mode (send|regenerate), [9] truncate-from id ('' none), [10] user message id,
-# [11] user content, [12] user `message` event data, [13] reply id, [14] `start` data.
+# ARGV[9] mode (send|regenerate), [10] truncate-from id ('' none), [11] user message id,
+# [12] user content, [13] user `message` event data, [14] reply id, [15] `start` data.
 # Returns 1, or -1 unknown session, -2 busy, -3 nothing to regenerate / unknown message,
 # -4 the session is full.
 _BEGIN = (
     _PRELUDE
     + """
 -- The reply id is new for each call: finding it means a retry of a call that ran.
-if redis.call('EXISTS', base .. 'msg:' .. ARGV[13]) == 1 then return 1 end
+if redis.call('EXISTS', base .. 'msg:' .. ARGV[14]) == 1 then return 1 end
 """
     + _IDLE_SESSION
     + """
-local mode, from = ARGV[8], ARGV[9]
+local mode, from = ARGV[9], ARGV[10]
 local size = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-if size + #ARGV[11] > tonumber(ARGV[7]) then return -4 end
+if size + #ARGV[12] > tonumber(ARGV[7]) then return -4 end
 if mode == 'regenerate' then
   local last = redis.call('LINDEX', base .. 'order', -1)
   if not last then return -3 end
@@ -224,76 +250,76 @@ elseif from ~= '' then
   if not truncate(from) then return -3 end
 end
 if mode == 'send' then
-  add_message(ARGV[10], 'user', 'complete', ARGV[11])
-  emit('message', ARGV[12])
+  add_message(ARGV[11], 'user', 'complete', ARGV[12])
+  emit('message', ARGV[13])
 end
-redis.call('SET', base .. 'lock', ARGV[13], 'PX', lease_ms)
+redis.call('SET', base .. 'lock', ARGV[14], 'PX', lease_ms)
 redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
 redis.call('DEL', base .. 'stop')
-add_message(ARGV[13], 'assistant', 'streaming', '')
-redis.call('HSET', KEYS[1], 'streaming', ARGV[13], 'batch', 0)
-emit('start', ARGV[14])
+add_message(ARGV[14], 'assistant', 'streaming', '')
+redis.call('HSET', KEYS[1], 'streaming', ARGV[14], 'batch', 0)
+emit('start', ARGV[15])
 touch_all()
 return 1
 """
 )
 
-# ARGV[8] reply id, [9] text, [10] `delta` data, [11] batch number (1, 2, … per reply; ''
+# ARGV[9] reply id, [10] text, [11] `delta` data, [12] batch number (1, 2, … per reply; ''
 # for an unnumbered write).
 # Returns the seq; -1 when this batch was applied already (a retried call that had run); 0
 # when the reply no longer streams (finished, or closed as an orphan).
 _APPEND_DELTA = (
     _PRELUDE
     + """
-local reply = ARGV[8]
+local reply = ARGV[9]
 if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
-if ARGV[11] ~= '' then
-  if tonumber(ARGV[11]) <= tonumber(redis.call('HGET', KEYS[1], 'batch') or '0') then
+if ARGV[12] ~= '' then
+  if tonumber(ARGV[12]) <= tonumber(redis.call('HGET', KEYS[1], 'batch') or '0') then
     return -1
   end
-  redis.call('HSET', KEYS[1], 'batch', ARGV[11])
+  redis.call('HSET', KEYS[1], 'batch', ARGV[12])
 end
-redis.call('APPEND', base .. 'text:' .. reply, ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[9])
+redis.call('APPEND', base .. 'text:' .. reply, ARGV[10])
+redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[10])
 if redis.call('GET', base .. 'lock') == reply then
   redis.call('PEXPIRE', base .. 'lock', lease_ms)
   redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
 end
 touch_reply(reply)
-return emit('delta', ARGV[10])
+return emit('delta', ARGV[11])
 """
 )
 
-# ARGV[8] reply id, [9] final status, [10] event name, [11] event data. Returns seq or 0.
+# ARGV[9] reply id, [10] final status, [11] event name, [12] event data. Returns seq or 0.
 _FINISH = (
     _PRELUDE
     + """
-local reply = ARGV[8]
+local reply = ARGV[9]
 if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
-redis.call('HSET', base .. 'msg:' .. reply, 'status', ARGV[9])
+redis.call('HSET', base .. 'msg:' .. reply, 'status', ARGV[10])
 redis.call('HDEL', KEYS[1], 'streaming')
 if redis.call('GET', base .. 'lock') == reply then redis.call('DEL', base .. 'lock') end
 redis.call('DEL', base .. 'stop')
 redis.call('ZREM', KEYS[3], sid)
-local seq = emit(ARGV[10], ARGV[11])
+local seq = emit(ARGV[11], ARGV[12])
 touch_all()
 return seq
 """
 )
 
-# ARGV[8] settings JSON. Returns seq, or -1 unknown session.
+# ARGV[9] settings JSON. Returns seq, or -1 unknown session.
 _SET_SETTINGS = (
     _PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'settings', ARGV[8])
-local seq = emit('settings', '{"settings":' .. ARGV[8] .. '}')
+redis.call('HSET', KEYS[1], 'settings', ARGV[9])
+local seq = emit('settings', '{"settings":' .. ARGV[9] .. '}')
 touch_all()
 return seq
 """
 )
 
-# ARGV[8..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
+# ARGV[9..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
 # SessionSettings in declaration order. Unchanged values are copied as raw JSON text from the
 # stored object (flat, written by msgspec without spaces): re-encoding with cjson would turn
 # 1.0 into 1 and "/" into "\/". Returns the merged settings JSON, or -1 unknown session.
@@ -322,7 +348,7 @@ while i <= #stored and stored:sub(i, i) ~= '}' do
   i = j + 2
 end
 local parts = {}
-for k = 8, #ARGV, 2 do
+for k = 9, #ARGV, 2 do
   local value = ARGV[k + 1]
   if value == '' then value = raw[ARGV[k]] or 'null' end
   parts[#parts + 1] = '"' .. ARGV[k] .. '":' .. value
@@ -346,12 +372,12 @@ return 1
 """
 )
 
-# ARGV[8] reply id. 1 while the reply streams and this gateway holds (or takes back) its
+# ARGV[9] reply id. 1 while the reply streams and this gateway holds (or takes back) its
 # lease, else 0. Taking it back after a lapse is safe: nobody else writes a streaming reply.
 _REFRESH_LEASE = (
     _PRELUDE
     + """
-local reply = ARGV[8]
+local reply = ARGV[9]
 if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
 local holder = redis.call('GET', base .. 'lock')
 if holder and holder ~= reply then return 0 end
@@ -361,7 +387,7 @@ return 1
 """
 )
 
-# ARGV[8] stop-flag ms, [9] control channel. Flags the streaming reply to stop and tells every
+# ARGV[9] stop-flag ms, [10] control channel. Flags the streaming reply to stop and tells every
 # gateway; a reply whose lease lapsed has no gateway to tell, so it is closed here. Returns
 # the reply id, or false when nothing streams.
 _REQUEST_STOP = (
@@ -373,8 +399,8 @@ if redis.call('EXISTS', base .. 'lock') == 0 then
   close_orphan(reply)
   return reply
 end
-redis.call('SET', base .. 'stop', reply, 'PX', ARGV[8])
-redis.call('PUBLISH', ARGV[9], sid .. ' ' .. reply)
+redis.call('SET', base .. 'stop', reply, 'PX', ARGV[9])
+redis.call('PUBLISH', ARGV[10], sid .. ' ' .. reply)
 touch_all()
 return reply
 """
@@ -425,6 +451,10 @@ return out
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class SessionStore:
     """Async access to sessions in Redis. ``redis`` must not decode responses."""
 
@@ -444,6 +474,8 @@ class SessionStore:
         self._session_max_bytes = session_max_bytes
         self._session_ttl = session_ttl_seconds
         self._lease_seconds = lease_seconds
+        self._durable = False
+        self._durable_checked_at: float | None = None
         self._limits = [
             str(log_max_events),
             str(log_max_bytes),
@@ -475,10 +507,29 @@ class SessionStore:
 
     async def _run(self, script: Any, session_id: str, *args: str | bytes) -> Any:
         keys = SessionKeys(session_id)
+        durable = "1" if await self._writes_are_durable() else "0"
         return await script(
             keys=[keys.session, keys.log, LEASES],
-            args=[keys.base, session_id, *self._limits, *args],
+            args=[keys.base, session_id, *self._limits, durable, *args],
         )
+
+    async def _writes_are_durable(self) -> bool:
+        """Whether Redis puts each write in its append-only file, on disk, before answering:
+        then a restart loses nothing that was acknowledged, and ids simply go on."""
+        now = time.monotonic()
+        if self._durable_checked_at is None or now - self._durable_checked_at > (
+            _PERSISTENCE_CHECK_SECONDS
+        ):
+            try:
+                config = await self._redis.config_get("append*")
+            except ResponseError:  # CONFIG is disabled (as on managed Redis): assume not
+                config = {}
+            values = {_text(k): _text(v) for k, v in config.items()}
+            self._durable = values.get("appendonly") == "yes" and (
+                values.get("appendfsync") == "always"
+            )
+            self._durable_checked_at = now
+        return self._durable
 
     async def _write(self, script: Any, session_id: str, *args: str | bytes) -> int:
         return int(await self._run(script, session_id, *args))
