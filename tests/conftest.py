@@ -8,7 +8,7 @@ import pytest
 from chatrelay_common import SessionStore, open_redis
 from redis.asyncio import Redis
 
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import SCENARIOS, FakeUpstream
 from tests.support.redis_server import free_port, redis_source, redis_url
 from tests.support.services import Service, run_service
 
@@ -65,6 +65,11 @@ def _keyed_gateway(
         "REDIS_URL": redis_url,
         "OPENAI_BASE_URL": upstream_url,
         "OPENAI_API_KEY": TEST_API_KEY,
+        # The model allowlist: every fake-upstream scenario is a model name.
+        "OPENAI_MODELS": ",".join(SCENARIOS),
+        # Every test client is 127.0.0.1: the reply caps get their own tests.
+        "GATEWAY_MAX_REPLIES_PER_IP": "1000",
+        "GATEWAY_MAX_REPLIES": "1000",
         **env,
     }
     with run_service("gateway", env, log_dir) as service:

@@ -2,30 +2,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-from chatrelay_common import (
-    NothingToRegenerateError,
-    ReplyBusyError,
-    SessionNotFoundError,
-    SessionSettings,
-    SessionStore,
-    Snapshot,
-    is_session_id,
-)
+from chatrelay_common import SessionSettings, SessionStore, Snapshot, is_session_id
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, NotFoundException
-from litestar.status_codes import HTTP_409_CONFLICT
+from litestar.exceptions import NotFoundException
 
 from ._generation import Generations
+from ._limits import ReplySlots
 from ._login import login_required
-from ._schemas import CreateSession, PatchSettings, PostMessage, UnprocessableError, decode_body
+from ._schemas import (
+    BeganReply,
+    CreatedSession,
+    CreateSession,
+    ModelList,
+    PatchSettings,
+    PostMessage,
+    StartedReply,
+    StopResult,
+    UnprocessableError,
+    UpdatedSettings,
+    error_responses,
+)
 
-__all__ = ["SessionController"]
-
-
-class ConflictError(ClientException):
-    status_code = HTTP_409_CONFLICT
+__all__ = ["ModelsController", "SessionController"]
 
 
 def _checked(session_id: str) -> str:
@@ -34,102 +33,158 @@ def _checked(session_id: str) -> str:
     return session_id
 
 
+def _allowed(model: str, allowed_models: tuple[str, ...], *, stored: bool = False) -> str:
+    if model not in allowed_models:
+        where = "This session's model" if stored else "Model"
+        fix = "; pick another with PATCH" if stored else ""
+        raise UnprocessableError(
+            detail=f"{where} {model!r} is not allowed here{fix}. "
+            f"Allowed: {', '.join(allowed_models)}"
+        )
+    return model
+
+
+class ModelsController(Controller):
+    path = "/api/models"
+    guards = (login_required,)
+
+    @get("/", responses=error_responses())
+    async def list_models(self, default_model: str, allowed_models: tuple[str, ...]) -> ModelList:
+        """The models a session may use, and the one it gets by default."""
+        return ModelList(models=list(allowed_models), default=default_model)
+
+
 class SessionController(Controller):
     path = "/api/sessions"
     guards = (login_required,)
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=error_responses(400, 413, 422))
     async def create_session(
-        self, request: Request[Any, Any, State], store: SessionStore, default_model: str
-    ) -> dict[str, str]:
-        body = decode_body(await request.body(), CreateSession, empty_ok=True)
+        self,
+        store: SessionStore,
+        default_model: str,
+        allowed_models: tuple[str, ...],
+        data: CreateSession | None = None,
+    ) -> CreatedSession:
+        body = data or CreateSession()
         settings = SessionSettings(
-            system=body.system, model=body.model or default_model, temperature=body.temperature
+            system=body.system,
+            model=_allowed(body.model or default_model, allowed_models),
+            temperature=body.temperature,
         )
-        return {"id": await store.create(settings)}
+        return CreatedSession(id=await store.create(settings))
 
-    @get("/{session_id:str}")
+    @get("/{session_id:str}", responses=error_responses(404))
     async def get_session(self, session_id: str, store: SessionStore) -> Snapshot:
-        try:
-            return await store.snapshot(_checked(session_id))
-        except SessionNotFoundError:
-            raise NotFoundException(detail="No such session") from None
+        return await store.snapshot(_checked(session_id))
 
-    @patch("/{session_id:str}")
+    @patch("/{session_id:str}", responses=error_responses(400, 404, 413, 422))
     async def patch_settings(
-        self, session_id: str, request: Request[Any, Any, State], store: SessionStore
-    ) -> dict[str, SessionSettings]:
-        body = decode_body(await request.body(), PatchSettings)
-        try:
-            current = await store.settings(_checked(session_id))
-            changes = {
-                k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET
-            }
-            updated = msgspec.structs.replace(current, **changes)
-            await store.set_settings(session_id, updated)
-        except SessionNotFoundError:
-            raise NotFoundException(detail="No such session") from None
-        return {"settings": updated}
+        self,
+        session_id: str,
+        data: PatchSettings,
+        store: SessionStore,
+        allowed_models: tuple[str, ...],
+    ) -> UpdatedSettings:
+        _checked(session_id)
+        if isinstance(data.model, str):
+            _allowed(data.model, allowed_models)
+        # One atomic merge: two concurrent PATCHes of different fields both survive.
+        return UpdatedSettings(await store.update_settings(session_id, data.changes()))
 
-    @post("/{session_id:str}/messages", status_code=202)
+    @post(
+        "/{session_id:str}/messages",
+        status_code=202,
+        responses=error_responses(400, 404, 409, 413, 422),
+    )
     async def post_message(
+        self,
+        session_id: str,
+        data: PostMessage,
+        request: Request[Any, Any, State],
+        store: SessionStore,
+        generations: Generations,
+        allowed_models: tuple[str, ...],
+        reply_slots: ReplySlots,
+    ) -> BeganReply:
+        if not data.content.strip():
+            raise UnprocessableError(detail="Message content must not be blank")
+        message_id, reply_id = await _begin(
+            _Reply(store, generations, allowed_models, reply_slots, _client_of(request)),
+            _checked(session_id),
+            data.content,
+            data.replace_from,
+        )
+        assert message_id is not None  # a sent message always has an id
+        return BeganReply(message_id=message_id, reply_id=reply_id)
+
+    @post("/{session_id:str}/regenerate", status_code=202, responses=error_responses(404, 409, 422))
+    async def regenerate(
         self,
         session_id: str,
         request: Request[Any, Any, State],
         store: SessionStore,
         generations: Generations,
-    ) -> dict[str, str | None]:
-        body = decode_body(await request.body(), PostMessage)
-        if not body.content.strip():
-            raise UnprocessableError(detail="Message content must not be blank")
-        message_id, reply_id = await _begin(
-            store, generations, _checked(session_id), body.content, body.replace_from
+        allowed_models: tuple[str, ...],
+        reply_slots: ReplySlots,
+    ) -> StartedReply:
+        _, reply_id = await _begin(
+            _Reply(store, generations, allowed_models, reply_slots, _client_of(request)),
+            _checked(session_id),
+            None,
+            None,
         )
-        return {"message_id": message_id, "reply_id": reply_id}
+        return StartedReply(reply_id=reply_id)
 
-    @post("/{session_id:str}/regenerate", status_code=202)
-    async def regenerate(
-        self, session_id: str, store: SessionStore, generations: Generations
-    ) -> dict[str, str]:
-        _, reply_id = await _begin(store, generations, _checked(session_id), None, None)
-        return {"reply_id": reply_id}
-
-    @delete("/{session_id:str}/messages", status_code=204)
+    @delete("/{session_id:str}/messages", status_code=204, responses=error_responses(404, 409))
     async def clear_messages(self, session_id: str, store: SessionStore) -> None:
-        try:
-            await store.clear(_checked(session_id))
-        except SessionNotFoundError:
-            raise NotFoundException(detail="No such session") from None
-        except ReplyBusyError:
-            raise ConflictError(detail="A reply is streaming; stop it first") from None
+        await store.clear(_checked(session_id))
 
-    @post("/{session_id:str}/stop", status_code=202)
-    async def stop(self, session_id: str, store: SessionStore) -> dict[str, str | None]:
+    @post("/{session_id:str}/stop", status_code=202, responses=error_responses(404))
+    async def stop(self, session_id: str, store: SessionStore) -> StopResult:
         """Idempotent: stopping when nothing streams is fine."""
         if not await store.exists(_checked(session_id)):
             raise NotFoundException(detail="No such session")
-        return {"reply_id": await store.request_stop(session_id)}
+        return StopResult(reply_id=await store.request_stop(session_id))
+
+
+def _client_of(request: Request[Any, Any, State]) -> str:
+    # uvicorn sets this from X-Forwarded-For when the peer is a trusted proxy (nginx).
+    return request.client.host if request.client else "unknown"
+
+
+class _Reply:
+    """What starting a reply needs, from the handler's dependencies."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        generations: Generations,
+        allowed_models: tuple[str, ...],
+        slots: ReplySlots,
+        client: str,
+    ) -> None:
+        self.store = store
+        self.generations = generations
+        self.allowed_models = allowed_models
+        self.slots = slots
+        self.client = client
 
 
 async def _begin(
-    store: SessionStore,
-    generations: Generations,
-    session_id: str,
-    content: str | None,
-    replace_from: str | None,
+    reply: _Reply, session_id: str, content: str | None, replace_from: str | None
 ) -> tuple[str | None, str]:
+    settings = await reply.store.settings(session_id)
+    # The operator may have narrowed OPENAI_MODELS since this session chose its model.
+    model = _allowed(settings.model, reply.allowed_models, stored=True)
+    reply.slots.take(reply.client)
     try:
-        settings = await store.settings(session_id)
-        ids = await store.begin_reply(
-            session_id, model=settings.model, content=content, replace_from=replace_from
+        ids = await reply.store.begin_reply(
+            session_id, model=model, content=content, replace_from=replace_from
         )
-    except SessionNotFoundError:
-        raise NotFoundException(detail="No such session") from None
-    except ReplyBusyError:
-        raise ConflictError(detail="A reply is already streaming in this session") from None
-    except NothingToRegenerateError:
-        if content is None:
-            raise ConflictError(detail="There is no answer to regenerate") from None
-        raise UnprocessableError(detail="replace_from names no message of this session") from None
-    generations.start(session_id, ids[1])
+        task = reply.generations.start(session_id, ids[1])
+    except BaseException:
+        reply.slots.release(reply.client)
+        raise
+    reply.slots.release_when_done(reply.client, task)
     return ids

@@ -10,12 +10,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Controller, Request, post
+import msgspec
+from litestar import Request, Router, post
 from litestar.response import Stream
 
 from ._settings import DEMO_MODEL
 
-__all__ = ["DemoModelController", "demo_reply"]
+__all__ = ["demo_model_router", "demo_reply"]
 
 _TOKEN = re.compile(r"\s*\S+")
 
@@ -45,23 +46,31 @@ def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
-class DemoModelController(Controller):
-    path = "/demo/v1"
-    include_in_schema = False
+class _Turn(msgspec.Struct):
+    role: str
+    content: str | None = None
 
-    @post("/chat/completions", status_code=200)
-    async def chat_completions(self, request: Request[Any, Any, Any]) -> Stream:
-        body = await request.json()
-        prompt = next(
-            (
-                m.get("content", "")
-                for m in reversed(body.get("messages", []))
-                if m.get("role") == "user"
-            ),
-            "",
-        )
+
+class _ChatRequest(msgspec.Struct):
+    """The part of an OpenAI chat request the demo reads; other fields are ignored."""
+
+    messages: list[_Turn]
+
+
+def demo_model_router(max_body_bytes: int) -> Router:
+    """The demo endpoint, with its own body limit: the gateway sends it whole conversations,
+    which outgrow the limit on a single message."""
+
+    @post(
+        "/chat/completions",
+        status_code=200,
+        request_max_body_size=max_body_bytes,
+        include_in_schema=False,
+    )
+    async def chat_completions(data: _ChatRequest, request: Request[Any, Any, Any]) -> Stream:
+        prompt = next((t.content or "" for t in reversed(data.messages) if t.role == "user"), "")
         delay: float = request.app.state.demo_token_delay
-        tokens = _TOKEN.findall(demo_reply(str(prompt)))
+        tokens = _TOKEN.findall(demo_reply(prompt))
 
         async def chunks() -> AsyncIterator[bytes]:
             yield _chunk({"role": "assistant", "content": ""})
@@ -70,7 +79,7 @@ class DemoModelController(Controller):
                 yield _chunk({"content": token})
             yield _chunk({}, finish_reason="stop")
             usage = {
-                "prompt_tokens": len(_TOKEN.findall(str(prompt))),
+                "prompt_tokens": len(_TOKEN.findall(prompt)),
                 "completion_tokens": len(tokens),
             }
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -78,3 +87,5 @@ class DemoModelController(Controller):
             yield b"data: [DONE]\n\n"
 
         return Stream(chunks(), media_type="text/event-stream")
+
+    return Router("/demo/v1", route_handlers=[chat_completions], include_in_schema=False)

@@ -1,13 +1,32 @@
-"""Request bodies, decoded by hand so that bad JSON is a 400 and bad fields a 422."""
+"""Request and response bodies. Litestar decodes the request structs (``data: ...``) and
+generates the OpenAPI schema from them; ``_errors`` turns its failures into 400/422."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
-from litestar.exceptions import ClientException, HTTPException
+from chatrelay_common import SessionSettings
+from litestar import Request
+from litestar.exceptions import ClientException, HTTPException, SerializationException
+from litestar.openapi.datastructures import ResponseSpec
 
-__all__ = ["CreateSession", "PatchSettings", "PostMessage", "decode_body"]
+__all__ = [
+    "BeganReply",
+    "CreateSession",
+    "CreatedSession",
+    "ErrorBody",
+    "GatewayRequest",
+    "ModelList",
+    "PatchSettings",
+    "PostMessage",
+    "StartedReply",
+    "StopResult",
+    "UnprocessableError",
+    "UpdatedSettings",
+    "decode_body",
+    "error_responses",
+]
 
 Model = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
@@ -26,6 +45,14 @@ class PatchSettings(msgspec.Struct, forbid_unknown_fields=True):
     model: Model | msgspec.UnsetType = msgspec.UNSET
     temperature: Temperature | msgspec.UnsetType | None = msgspec.UNSET
 
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the client sent (``null`` included: it clears a setting)."""
+        return {
+            name: value
+            for name, value in msgspec.structs.asdict(self).items()
+            if value is not msgspec.UNSET
+        }
+
 
 class PostMessage(msgspec.Struct, forbid_unknown_fields=True):
     content: Annotated[str, msgspec.Meta(min_length=1)]
@@ -33,19 +60,90 @@ class PostMessage(msgspec.Struct, forbid_unknown_fields=True):
     replace_from: MessageId | None = None
 
 
+class CreatedSession(msgspec.Struct):
+    id: str
+
+
+class UpdatedSettings(msgspec.Struct):
+    settings: SessionSettings
+
+
+class BeganReply(msgspec.Struct):
+    message_id: str
+    reply_id: str
+
+
+class StartedReply(msgspec.Struct):
+    reply_id: str
+
+
+class StopResult(msgspec.Struct):
+    reply_id: str | None
+
+
+class ModelList(msgspec.Struct):
+    models: list[str]
+    default: str
+
+
+class ErrorBody(msgspec.Struct):
+    detail: str
+
+
 class UnprocessableError(HTTPException):
     status_code = 422
+
+
+_ERROR_MEANINGS = {
+    400: "The body is not JSON",
+    401: "Login required",
+    403: "Not open to this client",
+    404: "No such session",
+    409: "A reply is streaming, or there is nothing to answer",
+    413: "The body is over the limit",
+    422: "A field is wrong, missing or unknown",
+    429: "Too many requests or replies; see Retry-After",
+    503: "Redis is unavailable or full; see Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The documented error answers of a route, all ``{"detail": str}``. 401, 403, 429 and
+    503 can come from any route (login, access guard, limits, Redis)."""
+    return {
+        status: ResponseSpec(ErrorBody, description=_ERROR_MEANINGS[status], examples=[])
+        for status in sorted({*statuses, 401, 403, 429, 503})
+    }
+
+
+class GatewayRequest(Request[Any, Any, Any]):
+    """A request whose JSON body fails as a 400 with a clear detail, whatever is wrong with it
+    (malformed, not UTF-8, nested beyond the decoder's recursion limit)."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException as exc:
+            raise _not_json(str(exc.detail)) from None
+        except UnicodeDecodeError:
+            raise _not_json("it is not UTF-8") from None
+        except RecursionError:
+            raise _not_json("it is nested too deeply") from None
+
+
+def _not_json(reason: str) -> ClientException:
+    return ClientException(detail=f"Request body is not valid JSON: {reason}")
 
 
 T = TypeVar("T")
 
 
-def decode_body(raw: bytes, schema: type[T], *, empty_ok: bool = False) -> T:
-    if empty_ok and not raw.strip():
-        raw = b"{}"
+def decode_body(raw: bytes, schema: type[T]) -> T:
+    """For handlers that still read their body by hand (``_login``, until it takes
+    ``data: Login``): the same 400/422 split as the typed bodies."""
     try:
         return msgspec.json.decode(raw, type=schema)
     except msgspec.ValidationError as exc:
         raise UnprocessableError(detail=f"Invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise ClientException(detail=f"Request body is not valid JSON: {exc}") from None
+        raise _not_json(str(exc)) from None

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from chatrelay_common import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ._upstream import normalize_base_url
 
@@ -17,6 +17,20 @@ class GatewaySettings(ServiceSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_model: str | None = Field(default=None, validation_alias="OPENAI_MODEL")
+    # The models clients may pick, comma-separated; unset: the default model alone.
+    openai_models: str | None = Field(default=None, validation_alias="OPENAI_MODELS")
+    # Sent upstream as max_tokens (or max_completion_tokens) with every reply.
+    max_tokens: int = Field(default=4096, ge=1, validation_alias="GATEWAY_MAX_TOKENS")
+    # Replies streaming at once from this process: per client IP, and in all.
+    max_replies_per_ip: int = Field(default=4, ge=1, validation_alias="GATEWAY_MAX_REPLIES_PER_IP")
+    max_replies: int = Field(default=64, ge=1, validation_alias="GATEWAY_MAX_REPLIES")
+    # One reply's upstream stream: bytes received and total seconds.
+    max_reply_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, validation_alias="GATEWAY_MAX_REPLY_BYTES"
+    )
+    max_reply_seconds: float = Field(
+        default=600.0, gt=0, validation_alias="GATEWAY_MAX_REPLY_SECONDS"
+    )
     connect_timeout: float = Field(default=10.0, gt=0, validation_alias="GATEWAY_CONNECT_TIMEOUT")
     first_byte_timeout: float = Field(
         default=60.0, gt=0, validation_alias="GATEWAY_FIRST_BYTE_TIMEOUT"
@@ -25,13 +39,29 @@ class GatewaySettings(ServiceSettings):
     max_message_bytes: int = Field(
         default=32 * 1024, ge=1024, validation_alias="GATEWAY_MAX_MESSAGE_BYTES"
     )
+    # The demo endpoint receives whole conversations from this gateway, so it has its own
+    # (larger) body limit.
+    demo_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, validation_alias="GATEWAY_DEMO_MAX_BODY_BYTES"
+    )
     # Seconds between the demo model's tokens: a human reading pace.
     demo_token_delay: float = Field(default=0.04, ge=0, validation_alias="GATEWAY_DEMO_TOKEN_DELAY")
 
-    @field_validator("openai_api_key", "openai_base_url", "openai_model", mode="before")
+    @field_validator(
+        "openai_api_key", "openai_base_url", "openai_model", "openai_models", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _default_model_is_allowed(self) -> GatewaySettings:
+        if not self.demo and self.default_model not in self.allowed_models:
+            raise ValueError(
+                f"OPENAI_MODEL ({self.default_model}) must be one of OPENAI_MODELS "
+                f"({', '.join(self.allowed_models)})"
+            )
+        return self
 
     @property
     def demo(self) -> bool:
@@ -49,7 +79,19 @@ class GatewaySettings(ServiceSettings):
     def default_model(self) -> str:
         if self.demo:
             return DEMO_MODEL
-        return self.openai_model or "gpt-4o-mini"
+        listed = self._listed_models()
+        return self.openai_model or (listed[0] if listed else "gpt-4o-mini")
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        """The allowlist: no client spends the key on a model the operator did not name."""
+        if self.demo:
+            return (DEMO_MODEL,)
+        return self._listed_models() or (self.default_model,)
+
+    def _listed_models(self) -> tuple[str, ...]:
+        names = (self.openai_models or "").split(",")
+        return tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
 
     @property
     def api_key(self) -> str | None:

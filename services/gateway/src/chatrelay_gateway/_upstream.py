@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 from chatrelay_common import Usage
 from httpx_sse import EventSource, SSEError
 
@@ -25,11 +26,27 @@ _WHOLE_ANSWER_LIMIT = 8 * 1024 * 1024
 _KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{4,}")
 
 
+class TokenCapName:
+    """Which name the upstream takes for the reply's token cap. OpenAI's newer models refuse
+    ``max_tokens`` and want ``max_completion_tokens``; most other servers know only the
+    former. The first refusal switches the name for every later reply."""
+
+    def __init__(self) -> None:
+        self.value = "max_tokens"
+
+    def other(self) -> str:
+        return "max_completion_tokens" if self.value == "max_tokens" else "max_tokens"
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never in a log line
     first_byte_timeout: float = 60.0
+    max_tokens: int | None = None
+    max_reply_bytes: int = 8 * 1024 * 1024
+    max_reply_seconds: float = 600.0
+    token_cap_name: TokenCapName = field(default_factory=TokenCapName, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +107,54 @@ def _error_object(error: object) -> UpstreamError:
     return UpstreamError("upstream_error", f"The upstream failed mid-answer: {message}")
 
 
-def _text_of(chunk: dict[str, Any]) -> str:
-    choices = chunk.get("choices") or []
-    if not choices:
-        return ""
-    delta = choices[0].get("delta") or {}
-    return delta.get("content") or ""
+class _Delta(msgspec.Struct):
+    content: str | None = None
 
 
-def _usage_of(chunk: dict[str, Any]) -> Usage | None:
-    usage = chunk.get("usage")
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Delta | None = None  # a whole (non-streamed) answer
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """The parts of a chunk (or of a whole completion) that matter here; the rest is ignored.
+    ``usage`` stays loose: a server's odd usage must not cost the user a complete answer."""
+
+    choices: list[_Choice] | None = None
+    usage: Any = None
+    error: Any = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+def _decode_chunk(data: bytes | str) -> _Chunk:
+    try:
+        return _chunk_decoder.decode(data)
+    except msgspec.ValidationError:
+        raise UpstreamError("upstream_protocol", "The upstream sent an unexpected chunk") from None
+    except msgspec.DecodeError:
+        raise UpstreamError(
+            "upstream_protocol", "The upstream sent data that is not JSON"
+        ) from None
+
+
+def _count(value: object) -> int:
+    """A token count, or 0 for anything that is not one (ignored rather than fatal)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if value >= 0 and value == int(value) else 0
+
+
+def _usage_of(chunk: _Chunk) -> Usage | None:
+    usage = chunk.usage
     if not isinstance(usage, dict):
         return None
     return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        total_tokens=int(usage.get("total_tokens") or 0),
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+        total_tokens=_count(usage.get("total_tokens")),
     )
 
 
@@ -117,13 +166,40 @@ async def stream_chat(
 ) -> Completion:
     """POST ``/chat/completions`` with ``stream: true`` and call ``on_text`` for each piece of
     text as it arrives. The client's timeouts bound connect and idle reads;
-    ``first_byte_timeout`` bounds the wait for the response head."""
+    ``first_byte_timeout`` bounds the wait for the response head, ``max_reply_seconds`` the
+    whole answer and ``max_reply_bytes`` what it may send."""
     try:
-        return await _stream(client, config, body, on_text)
+        async with asyncio.timeout(config.max_reply_seconds):
+            try:
+                return await _stream(client, config, body, on_text)
+            except _TokenCapRefusedError as refused:
+                # Nothing was streamed yet: ask once more with the other name.
+                if config.token_cap_name.value == refused.name:
+                    config.token_cap_name.value = config.token_cap_name.other()
+                return await _stream(client, config, body, on_text, retry=False)
+    except TimeoutError:
+        scrubbed = UpstreamError(
+            "upstream_timeout",
+            f"The answer took longer than {config.max_reply_seconds:g} s and was cut; "
+            "the partial answer is kept",
+        )
     except UpstreamError as error:
         scrubbed = UpstreamError(error.code, _scrub(error.message, config.api_key))
     # Raised outside the handler, so the unscrubbed error is not even its __context__.
     raise scrubbed
+
+
+class _TokenCapRefusedError(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _refuses_token_cap(status: int, body: bytes, name: str) -> bool:
+    """OpenAI: 400 "Unsupported parameter: 'max_tokens' is not supported with this model.
+    Use 'max_completion_tokens' instead." (and the same the other way round)."""
+    text = body.decode(errors="replace")
+    return status == 400 and f"'{name}'" in text and "nsupported parameter" in text
 
 
 async def _stream(
@@ -131,15 +207,18 @@ async def _stream(
     config: UpstreamConfig,
     body: dict[str, Any],
     on_text: Callable[[str], None],
+    *,
+    retry: bool = True,
 ) -> Completion:
     headers = {"Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    cap_name = config.token_cap_name.value
+    if config.max_tokens is not None:
+        payload[cap_name] = config.max_tokens
     request = client.build_request(
-        "POST",
-        f"{config.base_url}/chat/completions",
-        json={**body, "stream": True, "stream_options": {"include_usage": True}},
-        headers=headers,
+        "POST", f"{config.base_url}/chat/completions", json=payload, headers=headers
     )
     try:
         async with asyncio.timeout(config.first_byte_timeout):
@@ -153,9 +232,17 @@ async def _stream(
         raise UpstreamError("upstream_timeout", "Timed out connecting to the upstream") from None
     except httpx.TransportError as exc:
         raise UpstreamError("upstream_unreachable", f"Cannot reach the upstream: {exc}") from None
+    response.stream = _CappedStream(response.stream, config.max_reply_bytes)
     try:
         if response.status_code >= 400:
-            raise _status_error(response, await _read_limited(response))
+            error_body = await _read_limited(response)
+            if (
+                retry
+                and config.max_tokens is not None
+                and _refuses_token_cap(response.status_code, error_body, cap_name)
+            ):
+                raise _TokenCapRefusedError(cap_name)
+            raise _status_error(response, error_body)
         return await _read_events(response, on_text)
     except httpx.TimeoutException:
         raise UpstreamError(
@@ -168,6 +255,31 @@ async def _stream(
         ) from None
     finally:
         await response.aclose()
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    """The response body, ended with ``upstream_too_large`` once it passes ``limit`` bytes
+    (the connection is then closed, so the upstream stops too)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream | httpx.SyncByteStream, limit: int) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for data in self._inner:
+            received += len(data)
+            if received > self._limit:
+                raise UpstreamError(
+                    "upstream_too_large",
+                    f"The answer passed {self._limit} bytes and was cut; "
+                    "the partial answer is kept",
+                )
+            yield data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def _read_limited(response: httpx.Response, limit: int = _ERROR_BODY_LIMIT) -> bytes:
@@ -183,20 +295,13 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
     content_type = response.headers.get("content-type", "")
     if "application/json" in content_type:
         # A server that ignores `stream: true` answers with one whole completion.
-        try:
-            whole = json.loads(await _read_limited(response, _WHOLE_ANSWER_LIMIT))
-        except ValueError:
-            raise UpstreamError(
-                "upstream_protocol", "The upstream sent JSON that does not parse"
-            ) from None
-        if not isinstance(whole, dict):
-            raise UpstreamError("upstream_protocol", "The upstream sent an unexpected answer")
-        if "error" in whole:
-            raise _error_object(whole["error"])
-        choice = (whole.get("choices") or [{}])[0]
-        if text := (choice.get("message") or {}).get("content"):
-            on_text(text)
-        return Completion(choice.get("finish_reason") or "stop", _usage_of(whole))
+        whole = _decode_chunk(await _read_limited(response, _WHOLE_ANSWER_LIMIT))
+        if whole.error is not None:
+            raise _error_object(whole.error)
+        choice = (whole.choices or [_Choice()])[0]
+        if choice.message is not None and choice.message.content:
+            on_text(choice.message.content)
+        return Completion(choice.finish_reason or "stop", _usage_of(whole))
 
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -206,20 +311,14 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
                 return Completion(finish_reason or "stop", usage)
             if not sse.data:
                 continue
-            try:
-                chunk = json.loads(sse.data)
-            except ValueError:
-                raise UpstreamError(
-                    "upstream_protocol", "The upstream sent data that is not JSON"
-                ) from None
-            if not isinstance(chunk, dict):
-                raise UpstreamError("upstream_protocol", "The upstream sent an unexpected chunk")
-            if "error" in chunk:
-                raise _error_object(chunk["error"])
-            if text := _text_of(chunk):
-                on_text(text)
-            for choice in chunk.get("choices") or []:
-                finish_reason = choice.get("finish_reason") or finish_reason
+            chunk = _decode_chunk(sse.data)
+            if chunk.error is not None:
+                raise _error_object(chunk.error)
+            choices = chunk.choices or []
+            if choices and choices[0].delta is not None and choices[0].delta.content:
+                on_text(choices[0].delta.content)
+            for choice in choices:
+                finish_reason = choice.finish_reason or finish_reason
             usage = _usage_of(chunk) or usage
     except SSEError:
         raise UpstreamError(

@@ -12,16 +12,19 @@ from chatrelay_common import SessionStore, store_lifespan
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.asyncio import Redis
 
 from ._access import access_guards
-from ._controllers import SessionController
-from ._demo import DemoModelController
+from ._controllers import ModelsController, SessionController
+from ._demo import demo_model_router
 from ._errors import exception_handlers
 from ._generation import Generations
 from ._health import HealthController
+from ._limits import ReplySlots
 from ._login import LoginController
+from ._schemas import GatewayRequest
 from ._settings import GatewaySettings
 from ._upstream import UpstreamConfig
 
@@ -38,6 +41,9 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             base_url=settings.upstream_base_url,
             api_key=settings.api_key,
             first_byte_timeout=settings.first_byte_timeout,
+            max_tokens=settings.max_tokens,
+            max_reply_bytes=settings.max_reply_bytes,
+            max_reply_seconds=settings.max_reply_seconds,
         )
         async with httpx.AsyncClient(timeout=timeout) as client:
             generations = Generations(app.state.store, client, config)
@@ -63,15 +69,30 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         generations: Generations = state.generations
         return generations
 
-    def too_large(_: Request[Any, Any, Any], __: Exception) -> Response[dict[str, str]]:
-        detail = f"Request body is larger than {settings.max_message_bytes} bytes"
+    def too_large(request: Request[Any, Any, Any], __: Exception) -> Response[dict[str, str]]:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"Request body is larger than {limit} bytes"
         return Response({"detail": detail}, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
     def provide_default_model() -> str:
         return settings.default_model
 
+    def provide_allowed_models() -> tuple[str, ...]:
+        return settings.allowed_models
+
+    reply_slots = ReplySlots(per_client=settings.max_replies_per_ip, total=settings.max_replies)
+
+    def provide_reply_slots() -> ReplySlots:
+        return reply_slots
+
     return Litestar(
-        route_handlers=[SessionController, LoginController, HealthController, DemoModelController],
+        route_handlers=[
+            SessionController,
+            ModelsController,
+            LoginController,
+            HealthController,
+            demo_model_router(settings.demo_max_body_bytes),
+        ],
         guards=access_guards(settings),
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
@@ -79,9 +100,15 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "generations": Provide(provide_generations, sync_to_thread=False),
             "default_model": Provide(provide_default_model, sync_to_thread=False),
+            "allowed_models": Provide(provide_allowed_models, sync_to_thread=False),
+            "reply_slots": Provide(provide_reply_slots, sync_to_thread=False),
         },
         state=State({"settings": settings, "demo_token_delay": settings.demo_token_delay}),
         exception_handlers={**exception_handlers, HTTP_413_REQUEST_ENTITY_TOO_LARGE: too_large},
         request_max_body_size=settings.max_message_bytes,
-        openapi_config=None,
+        request_class=GatewayRequest,
+        # Served at /schema/openapi.json (the gateway's port only; nginx does not route it).
+        openapi_config=OpenAPIConfig(
+            title="chatrelay gateway", version="1", path="/schema", create_examples=False
+        ),
     )
