@@ -57,7 +57,7 @@ async def test_every_key_of_a_session_expires_and_each_write_refreshes_them(
         ("delta", lambda: store.append_delta(session, first, "text", batch=1)),
         ("stop", lambda: store.request_stop(session)),
         ("done", lambda: store.finish_reply(session, first, Done(first, "stop", None))),
-        ("settings", lambda: store.set_settings(session, SessionSettings(model="n"))),
+        ("settings", lambda: store.update_settings(session, {"model": "n"})),
         ("update", lambda: store.update_settings(session, {"system": "s"})),
         ("regenerate", lambda: store.begin_reply(session, model="m", content=None)),
     ]

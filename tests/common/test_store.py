@@ -151,13 +151,17 @@ async def test_regenerate_edit_and_clear_truncate_for_every_tab(store: SessionSt
         await store.begin_reply(session, model="m", content=None)
 
 
-async def test_settings_change_is_an_event(store: SessionStore) -> None:
+async def test_settings_change_is_an_event_and_no_change_is_none(store: SessionStore) -> None:
     session = await store.create(SessionSettings(model="m"))
-    await store.set_settings(session, SessionSettings(system="s", model="n", temperature=1.0))
+    changes = {"system": "s", "model": "n", "temperature": 1.0}
+    await store.update_settings(session, changes)
     assert await store.settings(session) == SessionSettings(system="s", model="n", temperature=1.0)
     (event,) = await store.events_after(session, 0)
     assert event.name == "settings"
     assert event.data == b'{"settings":{"system":"s","model":"n","temperature":1.0}}'
+    # The same again (as a retried call that had run): nothing changes, no second event.
+    await store.update_settings(session, changes)
+    assert len(await store.events_after(session, 0)) == 1
 
 
 async def test_update_settings_merges_only_the_given_fields(store: SessionStore) -> None:

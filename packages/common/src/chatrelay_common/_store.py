@@ -307,18 +307,6 @@ return seq
 """
 )
 
-# ARGV[9] settings JSON. Returns seq, or -1 unknown session.
-_SET_SETTINGS = (
-    _PRELUDE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'settings', ARGV[9])
-local seq = emit('settings', '{"settings":' .. ARGV[9] .. '}')
-touch_all()
-return seq
-"""
-)
-
 # ARGV[9..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
 # SessionSettings in declaration order. Unchanged values are copied as raw JSON text from the
 # stored object (flat, written by msgspec without spaces): re-encoding with cjson would turn
@@ -354,8 +342,11 @@ for k = 9, #ARGV, 2 do
   parts[#parts + 1] = '"' .. ARGV[k] .. '":' .. value
 end
 local merged = '{' .. table.concat(parts, ',') .. '}'
-redis.call('HSET', KEYS[1], 'settings', merged)
-emit('settings', '{"settings":' .. merged .. '}')
+-- Nothing changed (as when a call that ran is retried): no event.
+if merged ~= stored then
+  redis.call('HSET', KEYS[1], 'settings', merged)
+  emit('settings', '{"settings":' .. merged .. '}')
+end
 touch_all()
 return merged
 """
@@ -487,7 +478,6 @@ class SessionStore:
         self._begin = register(_BEGIN)
         self._append_delta = register(_APPEND_DELTA)
         self._finish = register(_FINISH)
-        self._set_settings = register(_SET_SETTINGS)
         self._update_settings = register(_UPDATE_SETTINGS)
         self._clear = register(_CLEAR)
         self._refresh_lease = register(_REFRESH_LEASE)
@@ -664,16 +654,12 @@ class SessionStore:
                 closed.append(reply.decode())
         return closed
 
-    async def set_settings(self, session_id: str, settings: SessionSettings) -> None:
-        seq = await self._write(self._set_settings, session_id, msgspec.json.encode(settings))
-        if seq == -1:
-            raise SessionNotFoundError(session_id)
-
     async def update_settings(
         self, session_id: str, changes: Mapping[str, object]
     ) -> SessionSettings:
         """Merge ``changes`` into the stored settings in one atomic step (two concurrent
-        updates of different fields both survive), emit ``settings``; returns the merge."""
+        updates of different fields both survive) and emit ``settings`` unless nothing
+        changed; returns the merge."""
         unknown = set(changes) - set(SessionSettings.__struct_fields__)
         if unknown:
             raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
