@@ -26,7 +26,8 @@ class SessionKeys:
     def session(self) -> str:
         """Hash: ``settings`` (JSON), ``seq`` (last event id), ``streaming`` (reply id),
         ``batch`` (last delta batch applied to it), ``bytes`` (message text size),
-        ``log_bytes`` (size of the event data in the log)."""
+        ``log_bytes`` (size of the event data in the log), ``run`` (the Redis run id of its
+        last event, when Redis may lose writes)."""
         return self.base + "session"
 
     @property

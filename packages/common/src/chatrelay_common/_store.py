@@ -2,6 +2,15 @@
 entry, its effect on the session and its pub/sub publication happen atomically and in order.
 
 The gateway writes through it; the web service reads snapshots and the log through it.
+
+Bounded and fault-tolerant by design:
+- every key of a session expires after the session TTL without a write (reads do not count);
+- the log is capped in events and in bytes, a session's text in bytes (``SessionFullError``);
+- a streaming reply holds a lease (the ``lock`` key) listed in ``LEASES``, so that any
+  gateway can close a reply whose gateway died (``reap_lapsed``);
+- every write script may run twice (the client retries a command whose answer was lost):
+  ``begin_reply`` is keyed by its new reply id, deltas by their batch number, and the other
+  writes change nothing the second time.
 """
 
 from __future__ import annotations
