@@ -44,9 +44,10 @@ class Run:
         *,
         api_key: str | None = API_KEY,
         first_byte_timeout: float = 5.0,
+        **limits: Any,
     ) -> None:
         self.client = client
-        self.config = UpstreamConfig(base_url, api_key, first_byte_timeout)
+        self.config = UpstreamConfig(base_url, api_key, first_byte_timeout, **limits)
         self.pieces: list[str] = []
 
     async def __call__(self, model: str) -> Completion:
@@ -401,6 +402,119 @@ async def test_fake_lists_its_scenarios(
     response = await client.get(f"{fake_upstream.base_url}/models")
     assert [model["id"] for model in response.json()["data"]] == list(fake.SCENARIOS)
     assert fake_upstream.requests == []
+
+
+# --- caps: tokens, bytes, time -------------------------------------------------------------
+
+
+async def test_the_token_cap_is_sent_as_max_tokens(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, max_tokens=300)
+    assert await run("ok") == Completion("stop", USAGE)
+    [(_, sent)] = fake_upstream.requests
+    assert sent == {
+        "model": "ok",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 300,
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "refused", "taken"),
+    [
+        ("no_max_tokens", "max_tokens", "max_completion_tokens"),
+        ("no_max_completion_tokens", "max_tokens", None),
+    ],
+)
+async def test_a_refused_token_cap_is_retried_once_under_the_other_name_and_remembered(
+    client: httpx.AsyncClient,
+    fake_upstream: FakeUpstream,
+    model: str,
+    refused: str,
+    taken: str | None,
+) -> None:
+    run = Run(client, fake_upstream.base_url, max_tokens=300)
+    assert await run(model) == Completion("stop", USAGE)
+    assert await run(model) == Completion("stop", USAGE)
+    assert run.pieces == list(fake.OK_PIECES) * 2
+    names = [[k for k in r.body if k.startswith("max_")] for r in fake_upstream.requests]
+    if taken is None:  # the upstream takes max_tokens: one request per reply
+        assert names == [[refused], [refused]]
+    else:  # refused once; the second reply uses the name that worked at once
+        assert names == [[refused], [taken], [taken]]
+        assert fake_upstream.requests[1].body[taken] == 300
+    # Another model is not affected by what this one refused.
+    fake_upstream.reset()
+    await run("ok")
+    assert "max_tokens" in fake_upstream.requests[0].body
+
+
+async def test_a_remembered_name_that_is_refused_switches_back(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, max_tokens=300)
+    run.config.token_cap_name.switch("no_max_completion_tokens", "max_tokens")
+    assert await run("no_max_completion_tokens") == Completion("stop", USAGE)
+    names = [[k for k in r.body if k.startswith("max_")] for r in fake_upstream.requests]
+    assert names == [["max_completion_tokens"], ["max_tokens"]]
+    assert run.config.token_cap_name.of("no_max_completion_tokens") == "max_tokens"
+
+
+async def test_an_answer_over_the_byte_cap_is_cut_and_its_connection_closed(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, max_reply_bytes=64 * 1024)
+    error = await run.error("flood")
+    assert (error.code, error.message) == (
+        "upstream_too_large",
+        "The answer passed 65536 bytes and was cut; the partial answer is kept",
+    )
+    await fake_upstream.wait_for_disconnect_async()
+    assert fake_upstream.client_disconnects == ["flood"]
+    # What arrived before the cap is kept: whole pieces, less than the cap.
+    text = "".join(run.pieces)
+    print(f"byte cap 65536: {len(text)} characters of text kept")
+    assert 32 * 1024 < len(text) < 64 * 1024
+    assert text == fake.FLOOD_PIECE * (len(text) // len(fake.FLOOD_PIECE))
+
+
+async def test_an_answer_over_the_time_cap_is_cut_and_its_connection_closed(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url, max_reply_seconds=0.5)
+    started = time.monotonic()
+    error = await run.error("slow")
+    took = time.monotonic() - started
+    print(f"time cap 0.5 s: cut after {took:.2f} s")
+    assert (error.code, error.message) == (
+        "upstream_timeout",
+        "The answer took longer than 0.5 s and was cut; the partial answer is kept",
+    )
+    await fake_upstream.wait_for_disconnect_async()
+    assert fake_upstream.client_disconnects == ["slow"]
+    assert 0 < len(run.pieces) < fake.SLOW_TOKEN_COUNT
+    assert run.pieces == list(fake.SLOW_PIECES[: len(run.pieces)])
+
+
+async def test_non_numeric_usage_is_ignored_not_fatal(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    run = Run(client, fake_upstream.base_url)
+    assert await run("bad_usage") == Completion(
+        "stop", Usage(prompt_tokens=0, completion_tokens=7, total_tokens=0)
+    )
+    assert "".join(run.pieces) == fake.OK_TEXT
+
+
+def test_the_config_never_shows_the_key() -> None:
+    config = UpstreamConfig("http://127.0.0.1:1/v1", API_KEY, max_tokens=5)
+    for text in (repr(config), str(config), f"{config}", repr([config])):
+        assert "SECRET" not in text
+        assert "http://127.0.0.1:1/v1" in text
+    assert config.api_key == API_KEY
 
 
 # --- base URL -------------------------------------------------------------------------------

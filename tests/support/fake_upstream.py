@@ -56,6 +56,15 @@ request's ``stream`` flag; ``*_PIECES`` are the ``delta.content`` values in orde
 ``json_long``
     Like ``json`` with ``JSON_LONG_TEXT`` (about 90 KB: a long answer from a server that
     ignores ``stream``), the body written in ``JSON_LONG_SEND_SIZE``-byte sends.
+``no_max_tokens``, ``no_max_completion_tokens``
+    A request carrying that parameter gets OpenAI's 400 for it (``TOKEN_CAP_REFUSALS``:
+    "Unsupported parameter: 'max_tokens' ... Use 'max_completion_tokens' instead." and the
+    reverse); any other request is answered like ``ok``.
+``bad_usage``
+    Like ``ok``, but the usage chunk carries ``BAD_USAGE`` (non-numeric counts).
+``flood``
+    A role chunk, then ``FLOOD_PIECE`` (1 KiB of text) every ``FLOOD_DELAY`` seconds, without
+    end, until the client leaves.
 
 Any other model gets a 404 ``model_not_found`` error body; a body that is not a JSON object
 gets a 400. ``GET /v1/models`` lists ``SCENARIOS``.
@@ -87,17 +96,20 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple
 
 import uvicorn
 
 __all__ = [
+    "BAD_USAGE",
     "CUT_PIECES",
     "CUT_TEXT",
     "FINISH_NO_DONE_PIECES",
     "FINISH_NO_DONE_TEXT",
+    "FLOOD_DELAY",
+    "FLOOD_PIECE",
     "HTTP_ERRORS",
     "IDLE_PIECES",
     "IDLE_TEXT",
@@ -119,6 +131,7 @@ __all__ = [
     "SLOW_PIECES",
     "SLOW_TEXT",
     "SLOW_TOKEN_COUNT",
+    "TOKEN_CAP_REFUSALS",
     "USAGE",
     "UTF8_PIECES",
     "UTF8_SEND_DELAY",
@@ -127,6 +140,7 @@ __all__ = [
     "HttpError",
     "RecordedRequest",
     "auth_error_message",
+    "token_cap_refusal",
     "unanswered_base_url",
 ]
 
@@ -158,6 +172,26 @@ JSON_TEXT = "A whole answer in one JSON body."
 JSON_LONG_SEND_SIZE = 8192
 JSON_LONG_TEXT = "".join(f"Line {i}: a long answer that does not stream.\n" for i in range(2000))
 RETRY_AFTER = "7"
+BAD_USAGE: dict[str, object] = {
+    "prompt_tokens": "twelve",
+    "completion_tokens": 7,
+    "total_tokens": {"n": 19},
+}
+FLOOD_PIECE = "x" * 1023 + " "
+FLOOD_DELAY = 0.001
+TOKEN_CAP_REFUSALS: dict[str, str] = {
+    "no_max_tokens": "max_tokens",
+    "no_max_completion_tokens": "max_completion_tokens",
+}
+
+
+def token_cap_refusal(name: str) -> str:
+    """OpenAI's words for a model that does not take ``name``."""
+    other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+    return (
+        f"Unsupported parameter: '{name}' is not supported with this model. Use '{other}' instead."
+    )
+
 
 _AUTH_HELP = "You can find your API key at https://platform.openai.com/account/api-keys."
 
@@ -221,6 +255,9 @@ _STREAMING = (
     "idle",
     "json",
     "json_long",
+    *TOKEN_CAP_REFUSALS,
+    "bad_usage",
+    "flood",
 )
 SCENARIOS: tuple[str, ...] = (*_STREAMING, *HTTP_ERRORS)
 
@@ -331,6 +368,7 @@ class _Request(NamedTuple):
     model: str
     api_key: str | None
     include_usage: bool
+    body: dict[str, Any]
 
 
 class _Stream:
@@ -365,7 +403,7 @@ class _Stream:
     def finish(self, reason: str = "stop") -> bytes:
         return self.chunk({}, reason)
 
-    def tail(self, reason: str = "stop") -> bytes:
+    def tail(self, reason: str = "stop", usage: Mapping[str, object] = USAGE) -> bytes:
         """Final chunk, usage chunk when asked for, ``[DONE]``."""
         out = self.finish(reason)
         if self._request.include_usage:
@@ -377,7 +415,7 @@ class _Stream:
                     "model": self._request.model,
                     "system_fingerprint": "fp_fake",
                     "choices": [],
-                    "usage": USAGE,
+                    "usage": usage,
                 }
             )
         return out + _sse("[DONE]")
@@ -451,6 +489,7 @@ class _App:
             api_key=authorization.removeprefix("Bearer ") or None,
             include_usage=isinstance(stream_options, dict)
             and stream_options.get("include_usage") is True,
+            body=body,
         )
         await self._serve(request, response, receive)
 
@@ -514,6 +553,11 @@ class _App:
             )
         elif name == "hang":
             await response.wait_forever()
+        elif name in TOKEN_CAP_REFUSALS and TOKEN_CAP_REFUSALS[name] in request.body:
+            refused = TOKEN_CAP_REFUSALS[name]
+            await response.error(
+                400, token_cap_refusal(refused), "invalid_request_error", "unsupported_parameter"
+            )
         elif name not in _STREAMING:
             await response.error(
                 404,
@@ -526,8 +570,8 @@ class _App:
             await self._stream(name, stream, response)
 
     async def _stream(self, name: str, stream: _Stream, response: _Response) -> None:
-        if name in ("ok", "length"):
-            pieces = OK_PIECES if name == "ok" else LENGTH_PIECES
+        if name in ("ok", "length", "bad_usage", *TOKEN_CAP_REFUSALS):
+            pieces = LENGTH_PIECES if name == "length" else OK_PIECES
             await response.write(stream.role())
             for index, piece in enumerate(pieces):
                 await response.write(stream.text(piece))
@@ -535,7 +579,8 @@ class _App:
                     await response.write(stream.chunk({}))  # an empty delta
                 if index == 2:
                     await response.write(b": keepalive\r\n\r\n")
-            await response.write(stream.tail("stop" if name == "ok" else "length"))
+            usage: Mapping[str, object] = BAD_USAGE if name == "bad_usage" else USAGE
+            await response.write(stream.tail("length" if name == "length" else "stop", usage))
             await response.end()
         elif name == "utf8":
             data = stream.role() + b"".join(map(stream.text, UTF8_PIECES)) + stream.tail()
@@ -567,6 +612,11 @@ class _App:
         elif name == "idle":
             await self._pieces(stream, response, IDLE_PIECES)
             await response.wait_forever()
+        elif name == "flood":
+            await response.write(stream.role())
+            while True:
+                await response.write(stream.text(FLOOD_PIECE))
+                await response.pause(FLOOD_DELAY)
 
     @staticmethod
     async def _pieces(stream: _Stream, response: _Response, pieces: tuple[str, ...]) -> None:

@@ -27,15 +27,20 @@ _KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{4,}")
 
 
 class TokenCapName:
-    """Which name the upstream takes for the reply's token cap. OpenAI's newer models refuse
-    ``max_tokens`` and want ``max_completion_tokens``; most other servers know only the
-    former. The first refusal switches the name for every later reply."""
+    """Which name each model takes for the reply's token cap. OpenAI's newer models refuse
+    ``max_tokens`` and want ``max_completion_tokens``; many other servers know only the
+    former. A model's first refusal switches its name for every later reply."""
 
     def __init__(self) -> None:
-        self.value = "max_tokens"
+        self._names: dict[str, str] = {}
 
-    def other(self) -> str:
-        return "max_completion_tokens" if self.value == "max_tokens" else "max_tokens"
+    def of(self, model: object) -> str:
+        return self._names.get(str(model), "max_tokens")
+
+    def switch(self, model: object, refused: str) -> None:
+        if self.of(model) == refused:  # not already switched by a concurrent reply
+            other = "max_completion_tokens" if refused == "max_tokens" else "max_tokens"
+            self._names[str(model)] = other
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +179,7 @@ async def stream_chat(
                 return await _stream(client, config, body, on_text)
             except _TokenCapRefusedError as refused:
                 # Nothing was streamed yet: ask once more with the other name.
-                if config.token_cap_name.value == refused.name:
-                    config.token_cap_name.value = config.token_cap_name.other()
+                config.token_cap_name.switch(body.get("model"), refused.name)
                 return await _stream(client, config, body, on_text, retry=False)
     except TimeoutError:
         scrubbed = UpstreamError(
@@ -214,7 +218,7 @@ async def _stream(
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    cap_name = config.token_cap_name.value
+    cap_name = config.token_cap_name.of(body.get("model"))
     if config.max_tokens is not None:
         payload[cap_name] = config.max_tokens
     request = client.build_request(
