@@ -251,3 +251,45 @@ def test_open_requests_per_client_are_capped(
         while (status := client.get("/s/x").status_code) == 429 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status == 200
+
+
+def _parallel_http2_statuses(curl: str, cert: Cert, urls: list[str]) -> tuple[list[str], int]:
+    """Status of each URL fetched at once by one curl over HTTP/2, and the TCP connections
+    curl opened for them all."""
+    out = subprocess.run(
+        [curl, "--http2", "-sS", "--cacert", str(cert.cert), "-Z", "--parallel-max", "50",
+         *[arg for url in urls for arg in ("-o", "/dev/null", url)],
+         "-w", "%{http_code} %{num_connects}\\n"],
+        capture_output=True, text=True, timeout=30, check=False,
+    ).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return [status for status, _ in rows], sum(int(connects) for _, connects in rows)
+
+
+def test_ten_tabs_on_one_http2_connection_fit_the_default_limits(edge: Edge) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed: this check drives curl --http2")
+    streams = [f"{edge.https}/api/sessions/tab{n}/events?n=3&interval=0.3" for n in range(10)]
+    statuses, connections = _parallel_http2_statuses(curl, edge.cert, [*streams, edge.https])
+    print(f"10 streams + a page over HTTP/2: {statuses}, {connections} TCP connection(s)")
+    assert statuses == ["200"] * 11
+    assert connections == 1  # all multiplexed: a browser's tabs look just like this
+
+
+def test_open_requests_are_counted_per_stream_over_http2(
+    nginx_bin: str, tls_cert: Cert, tmp_path: Path
+) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed: this check drives curl --http2")
+    with limited_edge(nginx_bin, tls_cert, tmp_path / "run", EDGE_CONN_PER_IP="5") as (
+        client,
+        _,
+    ):
+        base = str(client.base_url).rstrip("/")
+        streams = [f"{base}/api/sessions/tab{n}/events?n=10&interval=0.5" for n in range(10)]
+        statuses, connections = _parallel_http2_statuses(curl, tls_cert, streams)
+    print(f"10 streams over HTTP/2 with 5 allowed: {sorted(statuses)}, {connections} conn(s)")
+    assert connections == 1
+    assert sorted(statuses) == ["200"] * 5 + ["429"] * 5
