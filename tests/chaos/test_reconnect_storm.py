@@ -1,0 +1,206 @@
+"""A reconnect storm (issue 7): 50 sessions with several tabs each while replies stream, every
+tab cutting its own connection after 1 to 25 events and resuming with ``Last-Event-ID``, and new
+tabs joining late: 10,000 disconnects and new tabs in all. Tabs of one session leave and join
+its channel at the same moments, which is the race that used to lose a tab's live feed.
+
+Afterwards every tab has lost nothing and seen nothing twice, and the tabs still open hold the
+final conversation, with every reply ended."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
+from tests.conftest import TEST_API_KEY
+from tests.support.api import create_session, send_message
+from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
+from tests.support.services import Service, run_service
+
+SESSIONS = 50
+TABS_PER_SESSION = 5
+STORM = 10_000  # disconnects plus tabs joining late
+NEW_TAB_CHANCE = 0.15  # a cut closes the tab and a new one joins, instead of a resume
+# 200 tokens 0.06 s apart: a reply streams for ~12 s, so a session sees a few while the storm
+# blows.
+TOKEN_DELAY = 0.06
+DEADLINE = 170.0  # seconds for the whole storm; a stuck tab fails the test, it never hangs
+
+
+@pytest.fixture(scope="module")
+def slow_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(slow_delay=TOKEN_DELAY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def storm_services(
+    redis_server_url: str, slow_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, Service]]:
+    logs = tmp_path_factory.mktemp("storm-logs")
+    gateway_env = {
+        "REDIS_URL": redis_server_url,
+        "OPENAI_BASE_URL": slow_upstream.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "OPENAI_MODEL": "slow",
+        "OPENAI_MODELS": "slow",
+        "GATEWAY_MAX_REPLIES_PER_IP": str(SESSIONS * 2),
+        "GATEWAY_MAX_REPLIES": str(SESSIONS * 2),
+    }
+    web_env = {"REDIS_URL": redis_server_url, "WEB_HEARTBEAT_SECONDS": "1"}
+    with (
+        run_service("gateway", gateway_env, logs) as gateway,
+        run_service("web", web_env, logs) as web,
+    ):
+        yield gateway, web
+
+
+@dataclass
+class Storm:
+    endpoint: Endpoint
+    rng: random.Random
+    budget: int = STORM
+    reconnects: int = 0
+    late_tabs: int = 0
+    rejected: int = 0
+    finished_tabs: list[tuple[str, TabView]] = field(default_factory=list)
+    closed_tabs: list[TabView] = field(default_factory=list)
+
+    @property
+    def blowing(self) -> bool:
+        return self.reconnects + self.late_tabs < self.budget
+
+
+@dataclass
+class Session:
+    id: str
+    ended: dict[str, asyncio.Event] = field(default_factory=dict)
+    final: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reply_ended(self, reply_id: str) -> asyncio.Event:
+        return self.ended.setdefault(reply_id, asyncio.Event())
+
+    def over_for(self, tab: TabView) -> bool:
+        return self.final is not None and self.final in tab.messages and not tab.streaming()
+
+
+async def drive(
+    client: httpx.AsyncClient, gateway: Service, session: Session, storm: Storm
+) -> None:
+    """Send a message, wait until a tab saw its reply end, again, until the storm is over."""
+    while True:
+        reply_id = (await send_message(client, gateway.url, session.id, "go"))["reply_id"]
+        await session.reply_ended(reply_id).wait()
+        if not storm.blowing:
+            session.final = reply_id
+            session.done.set()
+            return
+
+
+async def tab_life(session: Session, storm: Storm, view: TabView) -> None:
+    """One tab: reads 1 to 25 events, cuts, resumes with the last id it applied; sometimes it
+    closes and a new tab joins instead. Once the storm is over it reads to the final reply."""
+    while True:
+        cut_after = storm.rng.randint(1, 25) if storm.blowing else None
+        try:
+            async with open_stream(storm.endpoint, session.id, view.last_id) as frames:
+                async for frame in frames:
+                    if (ended := view.apply(frame)) is not None:
+                        session.reply_ended(ended).set()
+                    if session.over_for(view):
+                        storm.finished_tabs.append((session.id, view))
+                        return
+                    if frame.id is not None and cut_after is not None:
+                        cut_after -= 1
+                        if cut_after == 0:
+                            break
+        except StreamRejectedError:
+            storm.rejected += 1
+            await asyncio.sleep(0.2)
+        if not storm.blowing:
+            continue
+        if storm.rng.random() < NEW_TAB_CHANCE:
+            storm.late_tabs += 1
+            storm.closed_tabs.append(view)
+            view = TabView()
+        else:
+            storm.reconnects += 1
+        await asyncio.sleep(storm.rng.uniform(0, 0.02))
+
+
+async def test_a_reconnect_storm_loses_and_duplicates_nothing(
+    storm_services: tuple[Service, Service],
+) -> None:
+    gateway, web = storm_services
+    host, port = web.url.removeprefix("http://").split(":")
+    storm = Storm(Endpoint(host, int(port)), random.Random(2026))
+    started = time.monotonic()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    async with httpx.AsyncClient(timeout=30) as client:
+        sessions = [
+            Session(await create_session(client, gateway.url, model="slow"))
+            for _ in range(SESSIONS)
+        ]
+        tabs = [
+            asyncio.create_task(tab_life(session, storm, TabView()))
+            for session in sessions
+            for _ in range(TABS_PER_SESSION)
+        ]
+        drivers = [asyncio.create_task(drive(client, gateway, s, storm)) for s in sessions]
+        _, stuck = await asyncio.wait(
+            [*tabs, *drivers], timeout=DEADLINE, return_when=asyncio.FIRST_EXCEPTION
+        )
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        for task in [*tabs, *drivers]:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        finals = {
+            s.id: (await client.get(f"{gateway.url}/api/sessions/{s.id}")).json() for s in sessions
+        }
+    seconds = time.monotonic() - started
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    all_tabs = [tab for _, tab in storm.finished_tabs] + storm.closed_tabs
+    events = sum(tab.events for tab in all_tabs)
+    lost = sum(tab.lost for tab in all_tabs)
+    duplicated = sum(tab.duplicated for tab in all_tabs)
+    replies = sum(len(f["messages"]) // 2 for f in finals.values())
+    client_cpu = cpu.ru_utime + cpu.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    print(
+        f"\nreconnect storm: {SESSIONS} sessions, {replies} replies, "
+        f"{SESSIONS * TABS_PER_SESSION + storm.late_tabs} tabs ({storm.late_tabs} joined late), "
+        f"{storm.reconnects} reconnects, {events} events applied, {lost} lost, "
+        f"{duplicated} duplicated, {sum(t.resets for t in all_tabs)} resets, "
+        f"{storm.rejected} rejected, {len(stuck)} stuck; {seconds:.1f} s "
+        f"(client CPU {client_cpu:.1f} s)"
+    )
+
+    assert not stuck, f"{len(stuck)} tabs or drivers never finished"
+    assert storm.reconnects + storm.late_tabs >= STORM
+    assert (lost, duplicated, storm.rejected) == (0, 0, 0)
+    assert len(storm.finished_tabs) == SESSIONS * TABS_PER_SESSION
+    for session_id, tab in storm.finished_tabs:
+        final = finals[session_id]
+        assert tab.conversation() == [(m["id"], m["content"]) for m in final["messages"]]
+        assert tab.streaming() == []
+    for final in finals.values():
+        replies_text = [m["content"] for m in final["messages"] if m["role"] == "assistant"]
+        assert replies_text
+        assert all(text == SLOW_TEXT for text in replies_text)
+    for tab in storm.closed_tabs:  # a closed tab's partial view agrees with the end state
+        for message_id, content in tab.conversation():
+            if tab.messages[message_id].status != "streaming":
+                assert any(
+                    m["id"] == message_id and m["content"] == content
+                    for f in finals.values()
+                    for m in f["messages"]
+                )
