@@ -212,6 +212,35 @@ async def test_the_secret_is_made_once_and_shared(
     assert await redis.get("chatrelay:auth:secret") == secret
 
 
+async def test_replicas_never_stay_split_over_the_secret(
+    client: httpx.AsyncClient, locked_gateway: Service, locked_web: Service, redis: Redis
+) -> None:
+    page = f"{locked_web.url}/"
+
+    async def accepted(token: str) -> tuple[bool, int]:
+        at_gateway = await client.get(f"{locked_gateway.url}/api/auth", headers=with_cookie(token))
+        at_web = await client.get(page, headers=with_cookie(token))
+        return at_gateway.json()["authenticated"], at_web.status_code
+
+    before = await log_in(client, locked_gateway.url)
+    assert await accepted(before) == (True, 200)
+
+    # Redis lost the secret (no volume, a flush): the next login puts the one in use back,
+    # so the cookies already out keep working.
+    await redis.delete("chatrelay:auth:secret")
+    after_loss = await log_in(client, locked_gateway.url)
+    assert await redis.get("chatrelay:auth:secret") is not None
+    assert await accepted(before) == (True, 200)
+    assert await accepted(after_loss) == (True, 200)
+
+    # Another replica stored a different one first: everyone adopts it on first sight of a
+    # cookie signed with it, and signs new logins with it.
+    await redis.set("chatrelay:auth:secret", "replaced-secret-0123456789abcdefghijklmnopq")
+    elsewhere = LoginTokens(redis, password=SITE_PASSWORD, max_age=30 * 24 * 3600)
+    assert await accepted(await elsewhere.issue()) == (True, 200)
+    assert await accepted(await log_in(client, locked_gateway.url)) == (True, 200)
+
+
 async def test_parallel_guessing_is_throttled(
     client: httpx.AsyncClient, locked_gateway: Service
 ) -> None:

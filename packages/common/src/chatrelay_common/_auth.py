@@ -5,7 +5,9 @@ The cookie is ``v1.<issued_at>.<login_id>.<signature>``. The signing key is deri
 server secret AND the password, so changing ``SITE_PASSWORD`` (or the secret) invalidates
 every cookie without storing anything about the password. The server secret comes from
 ``CHATRELAY_SECRET``, or else is generated once into Redis (``SET NX``), so every replica of
-both services shares it and it survives restarts with the Redis data.
+both services shares it and it survives restarts with the Redis data. Should Redis lose it,
+the next process to sign or to meet a cookie it cannot check puts its own back (or adopts
+the one another replica stored first), so the replicas never stay split.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Awaitable
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ._keys import PREFIX
 
@@ -52,40 +55,55 @@ class LoginTokens:
         self._redis = redis
         self._password = password.encode()
         self._configured_secret = configured_secret
-        self._key: bytes | None = None
+        self._secret: str | None = None
+        self._key = b""
         self.max_age = max_age
 
     def __repr__(self) -> str:
         return f"LoginTokens(max_age={self.max_age})"
 
-    async def _signing_key(self) -> bytes:
-        if self._key is None:
-            secret = self._configured_secret
-            if secret is None:
-                secret = await self._shared_secret()
-            self._key = hmac.new(
-                secret.encode(), b"chatrelay login key\0" + self._password, hashlib.sha256
-            ).digest()
+    async def _signing_key(self, *, refresh: bool = False) -> bytes:
+        """The key for the current secret; ``refresh`` re-reads a shared secret from Redis.
+        Returns ``b""`` when a refresh found the same secret (nothing new to try)."""
+        if self._secret is not None and not refresh:
+            return self._key
+        secret = self._configured_secret
+        if secret is None:
+            secret = await self._shared_secret()
+        elif self._secret is not None:
+            return b""
+        if secret == self._secret:
+            return b""
+        self._secret = secret
+        self._key = hmac.new(
+            secret.encode(), b"chatrelay login key\0" + self._password, hashlib.sha256
+        ).digest()
         return self._key
 
     async def _shared_secret(self) -> str:
-        # The first process to get here stores a secret; every other one reads that one.
-        await cast(
-            "Awaitable[object]",
-            self._redis.set(_SECRET_KEY, _b64(secrets.token_bytes(32)), nx=True),
-        )
+        # The first process to get here stores a secret (ours again, if Redis lost it); every
+        # other one reads that one.
         stored = await cast("Awaitable[bytes | None]", self._redis.get(_SECRET_KEY))
-        if stored is None:  # deleted between the two calls: try once more next time
-            raise RuntimeError("the login secret vanished from Redis")
+        if stored is None:
+            proposal = self._secret or _b64(secrets.token_bytes(32))
+            await cast("Awaitable[object]", self._redis.set(_SECRET_KEY, proposal, nx=True))
+            stored = await cast("Awaitable[bytes | None]", self._redis.get(_SECRET_KEY))
+        if stored is None:  # deleted between the two calls: the next request tries again
+            raise RedisError("the login secret vanished from Redis")
         return stored.decode()
 
     def _sign(self, key: bytes, payload: str) -> str:
         return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
+    def _signed(self, key: bytes, payload: str, signature: str) -> bool:
+        return hmac.compare_digest(self._sign(key, payload).encode(), signature.encode())
+
     async def issue(self) -> str:
         """A new cookie value: a fresh login session starting now."""
         payload = f"{_VERSION}.{int(time.time())}.{_b64(secrets.token_bytes(16))}"
-        return f"{payload}.{self._sign(await self._signing_key(), payload)}"
+        # Logins are rare: sign with the secret Redis holds now, never a stale copy.
+        await self._signing_key(refresh=True)
+        return f"{payload}.{self._sign(self._key, payload)}"
 
     async def _login_id(self, token: str | None) -> tuple[str, int] | None:
         """``(login_id, seconds left)`` for a well-signed, unexpired token, else None."""
@@ -95,9 +113,11 @@ class LoginTokens:
         if len(parts) != 4 or parts[0] != _VERSION or not parts[1].isdigit():
             return None
         payload, signature = token.rsplit(".", 1)
-        expected = self._sign(await self._signing_key(), payload)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
-            return None
+        if not self._signed(await self._signing_key(), payload, signature):
+            # Signed with a secret we do not hold: has the shared one changed?
+            fresh = await self._signing_key(refresh=True)
+            if not fresh or not self._signed(fresh, payload, signature):
+                return None
         now = int(time.time())
         issued_at = int(parts[1])
         left = issued_at + self.max_age - now
