@@ -218,3 +218,141 @@ async def test_the_demo_model_answers_without_a_key(
     assert "demo model" in demo_reply("x")
     assert events[-1].data["finish_reason"] == "stop"
     assert sum(e.name == "delta" for e in events) > 20  # token by token, not one block
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "detail"),
+    [
+        (
+            "/messages",
+            b'{"content": "\\ud800"}',
+            400,
+            "Request body is not valid JSON: \\ud800 is a lone surrogate",
+        ),
+        (
+            "/messages",
+            b'{"content": "ok \\udfff then"}',
+            400,
+            "Request body is not valid JSON: \\udfff is a lone surrogate",
+        ),
+        (
+            "/messages",
+            b'{"content": "caf\xe9"}',
+            400,
+            "Request body is not valid JSON: it is not UTF-8",
+        ),
+        ("/messages", b"", 400, "Request body is not valid JSON: it is empty"),
+        (
+            "/messages",
+            b'{"content": ' + DEEP + b"}",
+            400,
+            "Request body is not valid JSON: it is nested too deeply",
+        ),
+        ("", DEEP, 400, "Request body is not valid JSON: it is nested too deeply"),
+        (
+            "",
+            b'{"temperature": 1e999}',
+            400,
+            "Request body is not valid JSON: Number out of range - at `$[...]`",
+        ),
+        (
+            "",
+            b'{"temperature": ' + b"9" * 400 + b"}",
+            422,
+            "Invalid request body: Number out of range - at `$.temperature`",
+        ),
+        (
+            "",
+            b'{"temperature": -' + b"9" * 5000 + b"}",
+            400,
+            "Request body is not valid JSON: Integer value out of range - at `$[...]`",
+        ),
+        (
+            "/messages",
+            b'{"content": "x", "replace_from": ' + b"1" * 5000 + b"}",
+            400,
+            "Request body is not valid JSON: Integer value out of range - at `$[...]`",
+        ),
+        ("", b"null", 422, "Invalid request body: Expected `object`, got `null`"),
+    ],
+)
+async def test_hostile_bodies_get_a_clear_4xx(
+    client: httpx.AsyncClient, gateway: Service, path: str, body: bytes, status: int, detail: str
+) -> None:
+    """PATCH ("") and send ("/messages"): lone surrogates, bad UTF-8, deep nesting, giant
+    numbers. Never a 500."""
+    session_id = await create_session(client, gateway.url)
+    response = await client.request(
+        "PATCH" if path == "" else "POST",
+        f"{gateway.url}/api/sessions/{session_id}{path}",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+
+
+async def test_a_valid_surrogate_pair_is_a_character(
+    client: httpx.AsyncClient, gateway: Service
+) -> None:
+    session_id = await create_session(client, gateway.url)
+    url = f"{gateway.url}/api/sessions/{session_id}"
+    response = await client.patch(url, content=b'{"system": "\\ud83d\\ude00 \\\\ud800"}')
+    assert response.status_code == 200
+    assert response.json()["settings"]["system"] == "\U0001f600 \\ud800"
+
+
+async def test_concurrent_patches_of_different_fields_both_survive(
+    client: httpx.AsyncClient, gateway: Service
+) -> None:
+    for _ in range(10):
+        session_id = await create_session(client, gateway.url)
+        url = f"{gateway.url}/api/sessions/{session_id}"
+        system, temperature = await asyncio.gather(
+            client.patch(url, json={"system": "Be brief."}),
+            client.patch(url, json={"temperature": 1.5}),
+        )
+        assert (system.status_code, temperature.status_code) == (200, 200)
+        settings = (await client.get(url)).json()["settings"]
+        assert settings == {"system": "Be brief.", "model": "ok", "temperature": 1.5}
+
+
+async def test_the_demo_model_answers_a_conversation_over_the_message_limit(
+    client: httpx.AsyncClient, demo_gateway: Service, web: Service
+) -> None:
+    """The gateway sends the demo endpoint the whole conversation: past 32 KiB of JSON it
+    must still answer (its own, larger limit applies there)."""
+    session_id = await create_session(client, demo_gateway.url)
+    long_message = "word " * 6000  # 30,000 characters: under the message limit
+    async with open_events(client, web.url, session_id) as stream:
+        await anext(stream)
+        for round_ in range(3):
+            ids = await send_message(
+                client, demo_gateway.url, session_id, f"{round_} {long_message}"
+            )
+            events = await collect_until(stream, "done", "error")
+            assert events[-1].name == "done", events[-1]
+            assert reply_text(events, ids["reply_id"]) == demo_reply(f"{round_} {long_message}")
+    snapshot = (await client.get(f"{demo_gateway.url}/api/sessions/{session_id}")).json()
+    assert len(snapshot["messages"]) == 6
+    assert sum(len(m["content"]) for m in snapshot["messages"]) > 3 * 30_000
+
+
+async def test_the_demo_endpoint_is_still_bounded(
+    client: httpx.AsyncClient, demo_gateway: Service
+) -> None:
+    url = f"{demo_gateway.url}/demo/v1/chat/completions"
+    limit = 16 * 1024 * 1024
+    too_big = await client.post(url, content=b'{"messages": []' + b" " * limit + b"}")
+    assert (too_big.status_code, too_big.json()) == (
+        413,
+        {"detail": f"Request body is larger than {limit} bytes"},
+    )
+    malformed = await client.post(url, json={"messages": [{"content": "no role"}]})
+    missing_role = "Object missing required field `role` - at `$.messages[0]`"
+    assert (malformed.status_code, malformed.json()) == (
+        422,
+        {"detail": f"Invalid request body: {missing_role}"},
+    )

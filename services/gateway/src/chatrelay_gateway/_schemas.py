@@ -3,6 +3,7 @@ generates the OpenAPI schema from them; ``_errors`` turns its failures into 400/
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -124,11 +125,34 @@ class GatewayRequest(Request[Any, Any, Any]):
         try:
             return await super().json()
         except SerializationException as exc:
+            body = await self.body()
+            if surrogate := _lone_surrogate(body):
+                raise _not_json(f"{surrogate} is a lone surrogate") from None
             raise _not_json(str(exc.detail)) from None
         except UnicodeDecodeError:
             raise _not_json("it is not UTF-8") from None
         except RecursionError:
             raise _not_json("it is nested too deeply") from None
+
+
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)")
+
+
+def _lone_surrogate(body: bytes) -> str | None:
+    """The first ``\\uD800``-``\\uDFFF`` escape that is not half of a pair: valid JSON
+    text, but no Unicode string. Escapes scanned left to right, so ``\\\\`` is skipped."""
+    pending_high: re.Match[bytes] | None = None
+    for escape in _ESCAPE.finditer(body):
+        code = int(escape[1], 16) if escape[1] else None
+        if pending_high is not None:
+            if code is None or not 0xDC00 <= code <= 0xDFFF or escape.start() != pending_high.end():
+                return pending_high[0].decode()
+            pending_high = None
+        elif code is not None and 0xD800 <= code <= 0xDBFF:
+            pending_high = escape
+        elif code is not None and 0xDC00 <= code <= 0xDFFF:
+            return escape[0].decode()
+    return None if pending_high is None else pending_high[0].decode()
 
 
 def _not_json(reason: str) -> ClientException:
