@@ -134,7 +134,7 @@ run_native_stack() {
         "$PY" scripts/dev.py >"$ARTIFACTS/native.log" 2>&1 &
     native_pid=$!
     local start=$SECONDS
-    until curl -skf -o /dev/null "https://127.0.0.1:$HTTPS_PORT/healthz"; do
+    until curl -skf -o /dev/null "https://127.0.0.1:$HTTPS_PORT/login"; do
         kill -0 "$native_pid" 2>/dev/null || { tail -n 30 "$ARTIFACTS/native.log" >&2; exit 1; }
         ((SECONDS - start < 90)) || { say "native stack not up after 90 s"; exit 1; }
         sleep 0.5

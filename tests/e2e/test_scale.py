@@ -42,7 +42,7 @@ def test_requests_spread_over_all_replicas(scaled: Stack, api: httpx.Client) -> 
     hits: dict[str, int] = {}
     while True:
         for _ in range(12):
-            api.get(f"/healthz?e2e={token}")  # -> web
+            api.get(f"/login?e2e={token}")  # -> web
             api.get(f"/api/e2e-probe?e2e={token}")  # -> gateway (404)
         hits = _hits(scaled, token)
         if wanted <= set(hits) or time.monotonic() > deadline:

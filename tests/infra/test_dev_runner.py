@@ -240,7 +240,7 @@ def test_runner_brings_everything_up_and_stops_it_on_sigterm(start_runner: Run) 
     context = ssl.create_default_context(cafile=str(run.run_dir / "tls" / "cert.pem"))
     with httpx.Client(verify=context, timeout=5.0) as client:
         base = f"https://localhost:{run.https_port}"
-        assert client.get(f"{base}/healthz").json()["backend"] == "web"
+        assert client.get(f"{base}/login").json()["backend"] == "web"
         web = client.get(f"{base}/s/x").json()
         assert web["backend"] == "web"
         assert web["has_openai_key"] is False
