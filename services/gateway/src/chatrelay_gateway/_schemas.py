@@ -102,6 +102,7 @@ _ERROR_MEANINGS = {
     404: "No such session",
     409: "A reply is streaming, or there is nothing to answer",
     413: "The body is over the limit",
+    415: "The body is not application/json",
     422: "A field is wrong, missing or unknown",
     429: "Too many requests or replies; see Retry-After",
     503: "Redis is unavailable or full; see Retry-After",
@@ -109,11 +110,14 @@ _ERROR_MEANINGS = {
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """The documented error answers of a route, all ``{"detail": str}``. 401, 403, 429 and
-    503 can come from any route (login, access guard, limits, Redis)."""
+    """The documented error answers of a route, all ``{"detail": str}``. 400, 401, 403, 415,
+    429 and 503 can come from any route (framework checks, login, access guard, limits,
+    Redis)."""
     return {
-        status: ResponseSpec(ErrorBody, description=_ERROR_MEANINGS[status], examples=[])
-        for status in sorted({*statuses, 401, 403, 429, 503})
+        status: ResponseSpec(
+            ErrorBody, description=_ERROR_MEANINGS[status], generate_examples=False
+        )
+        for status in sorted({*statuses, 400, 401, 403, 415, 429, 503})
     }
 
 
