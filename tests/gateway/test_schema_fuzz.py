@@ -106,3 +106,37 @@ def test_no_5xx_and_every_response_matches_the_schema(
     assert len(operations) == 9
     assert failures == []
     assert sum(calls.values()) >= 60
+
+
+def test_the_schema_is_served_and_documents_every_error_as_a_detail(
+    fuzzed_gateway: Service,
+) -> None:
+    response = httpx.get(f"{fuzzed_gateway.url}/schema/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert sorted(schema["paths"]) == [
+        "/api/auth",
+        "/api/login",
+        "/api/logout",
+        "/api/models",
+        "/api/sessions",
+        "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/messages",
+        "/api/sessions/{session_id}/regenerate",
+        "/api/sessions/{session_id}/stop",
+    ]
+    send = schema["paths"]["/api/sessions/{session_id}/messages"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PostMessage"
+    }
+    errors = {k: v for k, v in send["responses"].items() if k >= "400"}
+    assert sorted(errors) == ["400", "401", "403", "404", "409", "413", "415", "422", "429", "503"]
+    for error in errors.values():
+        body = error["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/ErrorBody"}
+    assert schema["components"]["schemas"]["ErrorBody"] == {
+        "properties": {"detail": {"type": "string"}},
+        "type": "object",
+        "required": ["detail"],
+        "title": "ErrorBody",
+    }

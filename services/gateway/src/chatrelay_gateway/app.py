@@ -13,6 +13,7 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.asyncio import Redis
 
@@ -109,6 +110,10 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         request_class=GatewayRequest,
         # Served at /schema/openapi.json (the gateway's port only; nginx does not route it).
         openapi_config=OpenAPIConfig(
-            title="chatrelay gateway", version="1", path="/schema", create_examples=False
+            title="chatrelay gateway",
+            version="1",
+            path="/schema",
+            create_examples=False,
+            render_plugins=[JsonRenderPlugin()],  # the JSON only: no page pulling scripts
         ),
     )
