@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chatrelay_common import SessionSettings, SessionStore, Snapshot, is_session_id
@@ -153,22 +154,15 @@ def _client_of(request: Request[Any, Any, State]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+@dataclass(frozen=True, slots=True)
 class _Reply:
     """What starting a reply needs, from the handler's dependencies."""
 
-    def __init__(
-        self,
-        store: SessionStore,
-        generations: Generations,
-        allowed_models: tuple[str, ...],
-        slots: ReplySlots,
-        client: str,
-    ) -> None:
-        self.store = store
-        self.generations = generations
-        self.allowed_models = allowed_models
-        self.slots = slots
-        self.client = client
+    store: SessionStore
+    generations: Generations
+    allowed_models: tuple[str, ...]
+    slots: ReplySlots
+    client: str
 
 
 async def _begin(
