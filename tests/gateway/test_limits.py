@@ -234,3 +234,37 @@ async def test_an_answer_over_a_cap_ends_in_an_error_keeping_its_text(
     else:
         assert text == "".join(fake.SLOW_PIECES[: text.count("w")])
         assert 0 < text.count("w") < fake.SLOW_TOKEN_COUNT
+
+
+@pytest.fixture(scope="module")
+def small_sessions_gateway(
+    redis_server_url: str, fake_upstream_server: fake.FakeUpstream, service_logs: Path
+) -> Iterator[Service]:
+    yield from _gateway(
+        redis_server_url, fake_upstream_server, service_logs, CHATRELAY_SESSION_MAX_BYTES="65536"
+    )
+
+
+async def test_a_full_conversation_is_413_saying_what_to_do(
+    client: httpx.AsyncClient, small_sessions_gateway: Service
+) -> None:
+    gateway = small_sessions_gateway
+    session_id = await create_session(client, gateway.url)
+    for _ in range(2):
+        await send_message(client, gateway.url, session_id, "a" * 30_000)
+        assert await _until_ended(client, gateway, session_id) == "complete"
+    full = await client.post(
+        f"{gateway.url}/api/sessions/{session_id}/messages", json={"content": "a" * 30_000}
+    )
+    assert (full.status_code, full.json()) == (
+        413,
+        {
+            "detail": "This conversation has reached its size limit (65536 bytes of text): "
+            "clear it or start a new one"
+        },
+    )
+    # Clearing makes room again.
+    assert (
+        await client.delete(f"{gateway.url}/api/sessions/{session_id}/messages")
+    ).status_code == 204
+    await send_message(client, gateway.url, session_id, "a" * 30_000)

@@ -7,13 +7,19 @@ import logging
 from typing import Any
 
 import msgspec
-from chatrelay_common import NothingToRegenerateError, ReplyBusyError, SessionNotFoundError
+from chatrelay_common import (
+    NothingToRegenerateError,
+    ReplyBusyError,
+    SessionFullError,
+    SessionNotFoundError,
+)
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -77,6 +83,10 @@ def _nothing_to_answer(request: Request_, __: NothingToRegenerateError) -> Respo
     return _error(HTTP_422_UNPROCESSABLE_ENTITY, "replace_from names no message of this session")
 
 
+def _session_full(_: Request_, exc: SessionFullError) -> Response[dict[str, str]]:
+    return _error(HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc))
+
+
 def _redis_full(request: Request_, exc: OutOfMemoryError) -> Response[dict[str, str]]:
     logger.error("Redis is full (maxmemory) on %s %s: %s", request.method, request.url.path, exc)
     return _error(
@@ -105,6 +115,7 @@ exception_handlers: ExceptionHandlersMap = {
     SessionNotFoundError: _no_session,
     ReplyBusyError: _busy,
     NothingToRegenerateError: _nothing_to_answer,
+    SessionFullError: _session_full,
     OutOfMemoryError: _redis_full,
     RedisConnectionError: _redis_away,
     RedisTimeoutError: _redis_away,

@@ -101,7 +101,7 @@ _ERROR_MEANINGS = {
     403: "Not open to this client",
     404: "No such session",
     409: "A reply is streaming, or there is nothing to answer",
-    413: "The body is over the limit",
+    413: "The body is over the limit, or the conversation is full",
     415: "The body is not application/json",
     422: "A field is wrong, missing or unknown",
     429: "Too many requests or replies; see Retry-After",
