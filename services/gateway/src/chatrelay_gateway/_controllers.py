@@ -119,7 +119,11 @@ class SessionController(Controller):
         assert message_id is not None  # a sent message always has an id
         return BeganReply(message_id=message_id, reply_id=reply_id)
 
-    @post("/{session_id:str}/regenerate", status_code=202, responses=error_responses(404, 409, 422))
+    @post(
+        "/{session_id:str}/regenerate",
+        status_code=202,
+        responses=error_responses(404, 409, 413, 422),
+    )
     async def regenerate(
         self,
         session_id: str,
