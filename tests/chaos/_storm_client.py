@@ -119,38 +119,44 @@ class TabView:
     duplicated: int = 0
     resets: int = 0
 
-    def apply(self, frame: Frame) -> str | None:
-        """Apply one frame; returns the reply id it ended, if it ended one."""
+    def apply(self, frame: Frame) -> tuple[str, ...]:
+        """Apply one frame; returns the ids of the replies it shows ended (a ``done`` or an
+        ``error``, or a snapshot taken after they ended)."""
         if frame.name == b"reset":
             self.resets += 1
-            return None
+            return ()
         if frame.id is None:
-            return None  # a heartbeat
+            return ()  # a heartbeat
         if self.last_id is not None and frame.name != b"snapshot":
             if frame.id <= self.last_id:
                 self.duplicated += 1
-                return None
+                return ()
             self.lost += frame.id - self.last_id - 1
         self.last_id = frame.id
         self.events += 1
         if frame.name == b"delta":  # the hot path: only deltas are many
             delta = _delta_decoder.decode(frame.data)
             self.messages[delta.reply_id].content += delta.text
-            return None
+            return ()
         data: dict[str, Any] = msgspec.json.decode(frame.data)
         if frame.name == b"snapshot":
             self.messages = {
                 m["id"]: _Message(m["role"], m["content"], m["status"]) for m in data["messages"]
             }
-        elif frame.name == b"message":
+            return tuple(
+                message_id
+                for message_id, m in self.messages.items()
+                if m.role == "assistant" and m.status != "streaming"
+            )
+        if frame.name == b"message":
             m = data["message"]
             self.messages[m["id"]] = _Message(m["role"], m["content"], m["status"])
         elif frame.name == b"start":
             self.messages[data["reply_id"]] = _Message("assistant", "", "streaming")
         elif frame.name in (b"done", b"error"):
             self.messages[data["reply_id"]].status = frame.name.decode()
-            return str(data["reply_id"])
-        return None
+            return (str(data["reply_id"]),)
+        return ()
 
     def conversation(self) -> list[tuple[str, str]]:
         return [(message_id, m.content) for message_id, m in self.messages.items()]

@@ -55,7 +55,7 @@ async def follow(endpoint: Endpoint, session_id: str, reply_id: str, tab: Tab) -
                     if tab.cut_at is not None and tab.view.events > before:
                         tab.recovered_after = time.monotonic() - tab.cut_at
                         tab.cut_at = None
-                    if ended == reply_id:
+                    if reply_id in ended:
                         return
         tab.cuts += 1
         tab.cut_at = tab.cut_at or time.monotonic()
