@@ -17,12 +17,17 @@ from litestar.exceptions import (
     TooManyRequestsException,
 )
 from litestar.handlers import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from redis.exceptions import RedisError
 
-from ._schemas import decode_body
+from ._schemas import error_responses
 
 __all__ = ["LoginController", "login_required"]
+
+# Litestar documents a ``Response[None]`` (needed to set the cookie) as a JSON ``null`` body;
+# a 204 has none.
+_NO_CONTENT = {HTTP_204_NO_CONTENT: ResponseSpec(None, description="Done; no body")}
 
 _REDIS_DOWN = "Sign-in is unavailable right now (Redis is unreachable); retry soon"
 
@@ -72,9 +77,12 @@ def _cookie(value: str, max_age: int) -> Cookie:
 class LoginController(Controller):
     path = "/api"
 
-    @post("/login", status_code=HTTP_204_NO_CONTENT)
-    async def login(self, request: Request[Any, Any, State]) -> Response[None]:
-        body = decode_body(await request.body(), Login)
+    @post(
+        "/login",
+        status_code=HTTP_204_NO_CONTENT,
+        responses={**error_responses(401, 422), **_NO_CONTENT},
+    )
+    async def login(self, request: Request[Any, Any, State], data: Login) -> Response[None]:
         settings: ServiceSettings = request.app.state.settings
         tokens = _login_tokens(request.app.state)
         if settings.site_password is None or tokens is None:
@@ -91,7 +99,7 @@ class LoginController(Controller):
                     headers={"Retry-After": str(wait)},
                 )
             password = settings.site_password.get_secret_value()
-            if not hmac.compare_digest(body.password.encode(), password.encode()):
+            if not hmac.compare_digest(data.password.encode(), password.encode()):
                 await asyncio.sleep(0.5)  # slows a single guesser down further
                 raise NotAuthorizedException(detail="Wrong password")
             await throttle.succeeded(client)
@@ -104,7 +112,7 @@ class LoginController(Controller):
             cookies=[_cookie(token, settings.login_max_age)],
         )
 
-    @get("/auth")
+    @get("/auth", responses=error_responses())
     async def auth(self, request: Request[Any, Any, State]) -> dict[str, bool]:
         """Whether a login is required here, and whether this client has it."""
         settings: ServiceSettings = request.app.state.settings
@@ -113,7 +121,9 @@ class LoginController(Controller):
             "authenticated": await _authenticated(request),
         }
 
-    @post("/logout", status_code=HTTP_204_NO_CONTENT)
+    @post(
+        "/logout", status_code=HTTP_204_NO_CONTENT, responses={**error_responses(), **_NO_CONTENT}
+    )
     async def logout(self, request: Request[Any, Any, State]) -> Response[None]:
         """Ends this login everywhere: a copy of the cookie kept from before stops working."""
         tokens = _login_tokens(request.app.state)

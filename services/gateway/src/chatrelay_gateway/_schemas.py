@@ -4,7 +4,7 @@ generates the OpenAPI schema from them; ``_errors`` turns its failures into 400/
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 from chatrelay_common import SessionSettings
@@ -25,7 +25,6 @@ __all__ = [
     "StopResult",
     "UnprocessableError",
     "UpdatedSettings",
-    "decode_body",
     "error_responses",
 ]
 
@@ -161,17 +160,3 @@ def _lone_surrogate(body: bytes) -> str | None:
 
 def _not_json(reason: str) -> ClientException:
     return ClientException(detail=f"Request body is not valid JSON: {reason}")
-
-
-T = TypeVar("T")
-
-
-def decode_body(raw: bytes, schema: type[T]) -> T:
-    """For handlers that still read their body by hand (``_login``, until it takes
-    ``data: Login``): the same 400/422 split as the typed bodies."""
-    try:
-        return msgspec.json.decode(raw, type=schema)
-    except msgspec.ValidationError as exc:
-        raise UnprocessableError(detail=f"Invalid request body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise _not_json(str(exc)) from None
