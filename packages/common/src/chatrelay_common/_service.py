@@ -34,13 +34,17 @@ def store_lifespan(
 
 
 def serve(factory: str, *, host: str, port: int) -> None:
-    """Run an app factory (``"module:create_app"``) behind a proxy that sets X-Forwarded-*."""
+    """Run an app factory (``"module:create_app"``) behind a proxy that sets X-Forwarded-*.
+
+    Only the proxies named by ``FORWARDED_ALLOW_IPS`` (uvicorn's own variable; default
+    127.0.0.1, where nginx runs natively) may set the client address: the access rules and
+    per-client limits depend on it. Compose sets it to ``*``: there only the network's nginx
+    reaches the services."""
     uvicorn.run(
         factory,
         factory=True,
         host=host,
         port=port,
         proxy_headers=True,
-        forwarded_allow_ips="*",
         timeout_graceful_shutdown=5,
     )

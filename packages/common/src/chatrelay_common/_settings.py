@@ -23,7 +23,10 @@ __all__ = ["ServiceSettings"]
 class ServiceSettings(BaseSettings):
     """Base for each service's settings: reads the environment, then ``.env`` if present."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # An empty variable means unset (compose passes every variable, empty unless given).
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", populate_by_name=True
+    )
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     # Events kept per session for Last-Event-ID resume; older ids get `reset` + `snapshot`.
