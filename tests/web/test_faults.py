@@ -51,21 +51,46 @@ async def log_without_publishing(redis: Redis, session_id: str, reply_id: str, t
     return seq
 
 
+async def settings_event(
+    store: SessionStore, session_id: str, stream: AsyncIterator[Event]
+) -> Event:
+    """A live event that says nothing about replies: once it arrived, the stream is past its
+    snapshot or replay, and live."""
+    await store.update_settings(session_id, {"temperature": 0.5})
+    event = await anext(stream)
+    assert (event.name, event.data["settings"]["temperature"]) == ("settings", 0.5)
+    return event
+
+
 def assert_ids_consecutive(events: list[Event]) -> None:
     ids = [e.id for e in events]
     assert ids == list(range(ids[0] or 0, (ids[0] or 0) + len(ids))), ids
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["from-snapshot", "resumed-up-to-date"])
 async def test_a_stream_stalled_mid_reply_replays_what_the_log_holds(
-    client: httpx.AsyncClient, stalling_web: Service, big_store: SessionStore, redis: Redis
+    client: httpx.AsyncClient,
+    stalling_web: Service,
+    big_store: SessionStore,
+    redis: Redis,
+    resumed: bool,
 ) -> None:
     session_id = await big_store.create(SessionSettings(model="m"))
     _, reply_id = await big_store.begin_reply(session_id, model="m", content="hi")
-    async with open_events(client, stalling_web.url, session_id) as stream:
-        snapshot = await anext(stream)
-        assert snapshot.data["messages"][-1]["status"] == "streaming"
-        await big_store.append_delta(session_id, reply_id, "heard ")
-        heard = await anext(stream)
+    await big_store.append_delta(session_id, reply_id, "heard ")
+    # Fresh: the snapshot shows the reply streaming. Resumed at the newest event (a delta):
+    # nothing to replay, and that event says a reply streams.
+    last_event_id = await big_store.last_seq(session_id) if resumed else None
+    async with open_events(client, stalling_web.url, session_id, last_event_id) as stream:
+        if not resumed:
+            snapshot = await anext(stream)
+            assert snapshot.data["messages"][-1] == {
+                "id": reply_id,
+                "role": "assistant",
+                "content": "heard ",
+                "status": "streaming",
+            }
+        live = await settings_event(big_store, session_id, stream)
         lost = await log_without_publishing(redis, session_id, reply_id, "lost ")
         started = time.monotonic()
         async with asyncio.timeout(15):  # WEB_STALL_SECONDS=1; generous on a shared machine
@@ -82,21 +107,33 @@ async def test_a_stream_stalled_mid_reply_replays_what_the_log_holds(
         "delta",
         {"reply_id": reply_id, "text": "lost "},
     )
-    events = [snapshot, heard, recovered, *rest]
+    events = [live, recovered, *rest]
     assert_ids_consecutive(events)
-    assert reply_text(events, reply_id) == "heard lost after"
+    assert reply_text(events, reply_id) == "lost after"
     assert "a live stream missed events" in stalling_web.log()
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["from-snapshot", "resumed-up-to-date"])
 async def test_a_quiet_stream_with_no_reply_in_flight_does_not_poll_the_log(
-    client: httpx.AsyncClient, stalling_web: Service, big_store: SessionStore, redis: Redis
+    client: httpx.AsyncClient,
+    stalling_web: Service,
+    big_store: SessionStore,
+    redis: Redis,
+    resumed: bool,
 ) -> None:
     """The safety net is for replies in flight only: an idle session's event that never got
     published (none does, in real life) stays unsent, and the stream only beats."""
     session_id = await big_store.create(SessionSettings(model="m"))
-    async with open_events(client, stalling_web.url, session_id) as stream:
-        await anext(stream)
-        await log_without_publishing(redis, session_id, "nobody", "x")
+    _, reply_id = await big_store.begin_reply(session_id, model="m", content="hi")
+    await big_store.finish_reply(
+        session_id, reply_id, Done(reply_id=reply_id, finish_reason="stop", usage=None)
+    )
+    last_event_id = await big_store.last_seq(session_id) if resumed else None
+    async with open_events(client, stalling_web.url, session_id, last_event_id) as stream:
+        if not resumed:
+            assert (await anext(stream)).name == "snapshot"
+        await settings_event(big_store, session_id, stream)
+        await log_without_publishing(redis, session_id, reply_id, "x")
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(3):
                 await anext(stream)

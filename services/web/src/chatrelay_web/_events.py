@@ -41,12 +41,23 @@ class EncodedEvent(ServerSentEventMessage):
         return self.frame
 
 
-_IN_FLIGHT_AFTER = {"start": True, "done": False, "error": False}
+_IN_FLIGHT_AFTER = {"start": True, "delta": True, "done": False, "error": False}
 
 
 def _in_flight_after(name: str, in_flight: bool) -> bool:
     """Whether a reply streams after an event named ``name``."""
     return _IN_FLIGHT_AFTER.get(name, in_flight)
+
+
+async def _in_flight_at(store: SessionStore, session_id: str, seq: int) -> bool:
+    """Whether a reply streamed right after event ``seq``, from that event's name (a resuming
+    stream may replay nothing that tells). Gone from the log: assume so."""
+    if seq <= 0:
+        return False
+    events = await store.events_after(session_id, seq - 1, limit=1)
+    if not events or events[0].seq != seq:
+        return True
+    return _in_flight_after(events[0].name, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +119,10 @@ async def session_stream(
                 last, in_flight = snapshot.seq, snapshot.in_flight
                 yield EncodedEvent(RETRY + snapshot.frame)
             else:
-                # Unknown until an event says: assume a reply streams, so a stall is checked.
-                last, in_flight = last_event_id, True
                 yield EncodedEvent(RETRY)
-                async for replayed in _replay(store, session_id, last_event_id, in_flight):
+                last = last_event_id
+                in_flight = await _in_flight_at(store, session_id, last)
+                async for replayed in _replay(store, session_id, last, in_flight):
                     yield EncodedEvent(replayed.frame)
                     last, in_flight = replayed.seq, replayed.in_flight
             live = _Live(store, session_id, subscriber, last, in_flight)
