@@ -8,10 +8,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from chatrelay_common import (
+    Delta,
+    Done,
+    ErrorEvent,
     Reset,
     SessionKeys,
     SessionNotFoundError,
     SessionStore,
+    Start,
     encode_data,
     encode_sse,
 )
@@ -41,7 +45,7 @@ class EncodedEvent(ServerSentEventMessage):
         return self.frame
 
 
-_IN_FLIGHT_AFTER = {"start": True, "delta": True, "done": False, "error": False}
+_IN_FLIGHT_AFTER = {Start.name: True, Delta.name: True, Done.name: False, ErrorEvent.name: False}
 
 
 def _in_flight_after(name: str, in_flight: bool) -> bool:
