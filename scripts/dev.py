@@ -464,6 +464,9 @@ def run(runner: Runner, environ: Mapping[str, str]) -> None:
                 str(redis_dir),
                 "--appendonly",
                 "yes",
+                # Every acknowledged write on disk: a crash then loses no event.
+                "--appendfsync",
+                "always",
                 "--logfile",
                 str(redis_log),
             ],
