@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from chatrelay_common import SessionKeys, open_redis
 
 from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
 from tests.conftest import TEST_API_KEY
@@ -138,8 +139,20 @@ async def tab_life(session: Session, storm: Storm, view: TabView) -> None:
         await asyncio.sleep(storm.rng.uniform(0, 0.002))
 
 
+async def subscriptions_left(channels: list[str], redis_url: str) -> int:
+    """Redis's subscriber count over ``channels`` once the web process had a moment to leave
+    them (it leaves a channel soon after its last tab)."""
+    async with open_redis(redis_url) as redis:
+        for _ in range(100):
+            counts = await redis.pubsub_numsub(*channels)
+            if (left := sum(int(count) for _, count in counts)) == 0:
+                break
+            await asyncio.sleep(0.1)
+    return left
+
+
 async def test_a_reconnect_storm_loses_and_duplicates_nothing(
-    storm_services: tuple[Service, Service],
+    storm_services: tuple[Service, Service], redis_server_url: str
 ) -> None:
     gateway, web = storm_services
     host, port = web.url.removeprefix("http://").split(":")
@@ -170,6 +183,9 @@ async def test_a_reconnect_storm_loses_and_duplicates_nothing(
             s.id: (await client.get(f"{gateway.url}/api/sessions/{s.id}")).json() for s in sessions
         }
     seconds = time.monotonic() - started
+    subscribed = await subscriptions_left(
+        [SessionKeys(s.id).channel for s in sessions], redis_server_url
+    )
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     all_tabs = [tab for _, tab in storm.finished_tabs] + storm.closed_tabs
     events = sum(tab.events for tab in all_tabs)
@@ -182,11 +198,13 @@ async def test_a_reconnect_storm_loses_and_duplicates_nothing(
         f"{SESSIONS * TABS_PER_SESSION + storm.late_tabs} tabs ({storm.late_tabs} joined late), "
         f"{storm.reconnects} reconnects, {events} events applied, {lost} lost, "
         f"{duplicated} duplicated, {sum(t.resets for t in all_tabs)} resets, "
-        f"{storm.rejected} rejected, {len(stuck)} stuck; {seconds:.1f} s "
+        f"{storm.rejected} rejected, {len(stuck)} stuck, {subscribed} subscriptions left; "
+        f"{seconds:.1f} s "
         f"(client CPU {client_cpu:.1f} s)"
     )
 
     assert not stuck, f"{len(stuck)} tabs or drivers never finished"
+    assert subscribed == 0  # every tab gone: the web process left every channel
     assert storm.reconnects + storm.late_tabs >= STORM
     assert (lost, duplicated, storm.rejected) == (0, 0, 0)
     assert len(storm.finished_tabs) == SESSIONS * TABS_PER_SESSION
