@@ -27,7 +27,18 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-__all__ = ["Fanout", "FanoutUnavailableError", "LiveEvent", "Subscriber"]
+__all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "DEFAULT_MAX_BACKLOG_BYTES",
+    "Fanout",
+    "FanoutUnavailableError",
+    "LiveEvent",
+    "Subscriber",
+]
+
+# Events / bytes queued for one connection before it is closed (it resumes from the log).
+DEFAULT_MAX_BACKLOG = 10_000
+DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 
 logger = logging.getLogger("chatrelay.web")
 
@@ -76,8 +87,8 @@ class Fanout:
         self,
         redis: Redis,
         *,
-        max_backlog: int = 10_000,
-        max_backlog_bytes: int = 4 * 1024 * 1024,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
         timeout: float = 5.0,
     ):
         self._redis = redis
@@ -98,10 +109,6 @@ class Fanout:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    @property
-    def channel_count(self) -> int:
-        return len(self._channels)
 
     async def run(self) -> None:
         """Read the pub/sub connection forever, reconnecting while Redis is away."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 from chatrelay_common import ServiceSettings
 from pydantic import Field
 
+from ._fanout import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_BACKLOG_BYTES
+
 __all__ = ["WebSettings"]
 
 
@@ -14,10 +16,10 @@ class WebSettings(ServiceSettings):
         default=15.0, gt=0, le=15, validation_alias="WEB_HEARTBEAT_SECONDS"
     )
     # Events queued for one slow connection before it is closed (it resumes from the log).
-    max_backlog: int = Field(default=10_000, ge=10, validation_alias="WEB_MAX_BACKLOG")
+    max_backlog: int = Field(default=DEFAULT_MAX_BACKLOG, ge=10, validation_alias="WEB_MAX_BACKLOG")
     # Bytes queued for one slow connection before it is closed (it resumes from the log).
     max_backlog_bytes: int = Field(
-        default=4 * 1024 * 1024, ge=64 * 1024, validation_alias="WEB_MAX_BACKLOG_BYTES"
+        default=DEFAULT_MAX_BACKLOG_BYTES, ge=64 * 1024, validation_alias="WEB_MAX_BACKLOG_BYTES"
     )
     # A stream with a reply in flight that hears nothing this long re-checks the session log.
     stall_seconds: float = Field(default=3.0, gt=0, validation_alias="WEB_STALL_SECONDS")
