@@ -54,7 +54,7 @@ async def assert_live(redis: Redis, subscribers: list[Subscriber], seq: int) -> 
     """One event published now reaches every subscriber."""
     await redis.publish(CHANNEL, encode_wire(seq, "delta", b'{"n":%d}' % seq))
     for subscriber in subscribers:
-        event = await asyncio.wait_for(subscriber.queue.get(), 5)
+        (event,) = await asyncio.wait_for(subscriber.take(), 5)
         assert event is not None
         assert (event.seq, event.frame) == (
             seq,
@@ -106,8 +106,7 @@ async def test_tabs_churning_on_one_channel_leave_redis_subscribed_exactly_while
             live = [await joined for _, joined in tabs]
             await settle(fanout)
             for subscriber in live:  # forget what earlier checks published
-                while not subscriber.queue.empty():
-                    subscriber.queue.get_nowait()
+                subscriber.pending.clear()
             assert await numsub(redis, CHANNEL) == (1 if tabs else 0), step
             await assert_live(redis, live, step)
     for leaving, joined in tabs:
@@ -115,3 +114,38 @@ async def test_tabs_churning_on_one_channel_leave_redis_subscribed_exactly_while
         await leaving.__aexit__(None, None, None)
     await settle(fanout)
     assert await numsub(redis, CHANNEL) == 0
+
+
+async def test_events_published_together_wake_a_waiting_tab_once_with_all_of_them(
+    fanout: Fanout, redis: Redis
+) -> None:
+    """One flush per read from Redis: a MULTI of three PUBLISHes reaches Redis's reply to the
+    pub/sub connection as one write, so the waiting tab takes all three at once, in order."""
+    async with fanout.subscribe(CHANNEL) as subscriber:
+        waiting = asyncio.create_task(subscriber.take())
+        await asyncio.sleep(0)
+        async with redis.pipeline(transaction=True) as pipe:
+            for seq in (1, 2, 3):
+                pipe.publish(CHANNEL, encode_wire(seq, "delta", b'{"n":%d}' % seq))
+            await pipe.execute()
+        batch = await asyncio.wait_for(waiting, 5)
+        assert [None if event is None else (event.seq, event.frame) for event in batch] == [
+            (seq, b'id: %d\nevent: delta\ndata: {"n":%d}\n\n' % (seq, seq)) for seq in (1, 2, 3)
+        ]
+
+
+async def test_a_take_with_a_deadline_and_no_events_returns_empty_at_the_deadline(
+    fanout: Fanout, redis: Redis
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with fanout.subscribe(CHANNEL) as subscriber:
+        started = loop.time()
+        assert await asyncio.wait_for(subscriber.take(started + 0.3), 10) == []
+        waited = loop.time() - started
+        print(f"a take with a 0.3 s deadline returned after {waited:.3f} s")
+        assert waited >= 0.3
+        # A later event still arrives to the next take: the timer left nothing behind.
+        await redis.publish(CHANNEL, encode_wire(1, "delta", b"{}"))
+        (event,) = await asyncio.wait_for(subscriber.take(loop.time() + 30), 5)
+        assert event is not None
+        assert event.seq == 1

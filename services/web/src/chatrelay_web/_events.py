@@ -181,10 +181,8 @@ class _Live:
             deadline = last_write + timing.heartbeat_seconds
             if self._in_flight:
                 deadline = min(deadline, last_heard + timing.stall_seconds)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    batch = await self._subscriber.take()
-            except TimeoutError:
+            batch = await self._subscriber.take(deadline)
+            if not batch:
                 now = loop.time()
                 if self._in_flight and now - last_heard >= timing.stall_seconds:
                     last_heard = now
@@ -213,4 +211,4 @@ class _Live:
                 self._in_flight = _in_flight_after(event.name, self._in_flight)
             if frames:
                 last_write = last_heard
-                yield b"".join(frames)
+                yield frames[0] if len(frames) == 1 else b"".join(frames)

@@ -1,10 +1,13 @@
 """One Redis pub/sub connection per process, fanned out in memory to every SSE connection.
 
-Each event arrives once from Redis, is encoded to SSE bytes once, and the same bytes go into
-every subscriber's queue. A subscriber that falls too far behind (in events or in bytes), and
-every subscriber when the Redis connection breaks, is closed: its browser reconnects with
-``Last-Event-ID`` and catches up from the session log, so nothing is lost and nothing is sent
-twice.
+Each event arrives once from Redis, is encoded to SSE bytes once, and the same bytes are
+appended to every subscriber's pending list. Waking is separate from appending: the events
+read from Redis in one go (one loop turn) wake each of their subscribers once, in one flush
+scheduled for the next turn, so a connection writes everything that came in one write
+instead of waking once per event. A subscriber that falls too far behind (in events or in
+bytes), and every subscriber when the Redis connection breaks, is closed: its browser
+reconnects with ``Last-Event-ID`` and catches up from the session log, so nothing is lost
+and nothing is sent twice.
 
 SUBSCRIBE and UNSUBSCRIBE go out from one task only, in the order tabs joined and left, and a
 channel stays in ``_channels`` until its UNSUBSCRIBE is sent. So Redis always ends subscribed
@@ -17,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chatrelay_common import decode_wire, encode_sse, new_id
@@ -50,24 +54,63 @@ class LiveEvent:
     frame: bytes
 
 
-@dataclass(eq=False)
 class Subscriber:
-    # ``None`` closes the stream: the client reconnects and resumes from the log.
-    queue: asyncio.Queue[LiveEvent | None] = field(default_factory=asyncio.Queue)
-    queued_bytes: int = 0
+    """One connection's pending events and its single waiter. At most one timer per
+    connection, moved lazily: events never create or cancel timers."""
+
+    __slots__ = ("_deadline", "_loop", "_timer", "_waiter", "pending", "queued_bytes")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # ``None`` closes the stream: the client reconnects and resumes from the log.
+        self.pending: list[LiveEvent | None] = []
+        self.queued_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def put(self, event: LiveEvent | None) -> None:
+        """Queue without waking: the fan-out wakes once per flush (or now, for a close)."""
         if event is not None:
             self.queued_bytes += len(event.frame)
-        self.queue.put_nowait(event)
+        self.pending.append(event)
 
-    async def take(self) -> list[LiveEvent | None]:
-        """Everything queued, waiting for the first."""
-        batch = [await self.queue.get()]
-        while not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        self.queued_bytes -= sum(len(event.frame) for event in batch if event is not None)
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return
+        if self._loop.time() >= self._deadline:
+            self.wake()
+        else:  # the deadline moved later since this timer was set
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+
+    async def take(self, deadline: float = math.inf) -> list[LiveEvent | None]:
+        """Everything pending; waits for it until the loop time ``deadline``. Empty when the
+        deadline passed first (or on a spurious wake)."""
+        if not self.pending:
+            self._deadline = deadline
+            if deadline != math.inf and (self._timer is None or self._timer.when() > deadline):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        batch, self.pending = self.pending, []
+        self.queued_bytes = 0
         return batch
+
+    def discard(self) -> None:
+        """Drop its timer: the connection is gone."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 @dataclass(eq=False)
@@ -102,6 +145,8 @@ class Fanout:
         # Channels whose subscription may need a command, in the order they changed.
         self._changed: dict[bytes, None] = {}
         self._wake = asyncio.Event()
+        # Channels with events not yet flushed to their subscribers (woken next loop turn).
+        self._unflushed: dict[bytes, None] = {}
         self._connected = asyncio.Event()
         # Subscribed for the process's lifetime so that `listen()` never runs dry.
         self._home = f"chatrelay:web:{new_id(8)}"
@@ -179,6 +224,7 @@ class Fanout:
         try:
             yield subscriber
         finally:
+            subscriber.discard()
             self._leave(key, subscriber)
 
     def _leave(self, key: bytes, subscriber: Subscriber) -> None:
@@ -204,25 +250,39 @@ class Fanout:
             return
         seq, name, data = decode_wire(message["data"])
         event = LiveEvent(seq, name, encode_sse(seq, name, data))
+        size = len(event.frame)
         for subscriber in list(state.subscribers):
             if (
-                subscriber.queue.qsize() >= self._max_backlog
-                or subscriber.queued_bytes + len(event.frame) > self._max_backlog_bytes
+                len(subscriber.pending) >= self._max_backlog
+                or subscriber.queued_bytes + size > self._max_backlog_bytes
             ):
                 logger.warning(
                     "closing a subscriber %d events (%d bytes) behind",
-                    subscriber.queue.qsize(),
+                    len(subscriber.pending),
                     subscriber.queued_bytes,
                 )
                 self._leave(key, subscriber)
                 subscriber.put(None)
+                subscriber.wake()
             else:
                 subscriber.put(event)
+        if not self._unflushed:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unflushed[key] = None
+
+    def _flush(self) -> None:
+        """Wake each subscriber of the channels that had events since the last flush, once."""
+        for key in self._unflushed:
+            if (state := self._channels.get(key)) is not None:
+                for subscriber in state.subscribers:
+                    subscriber.wake()
+        self._unflushed.clear()
 
     def _close_all(self) -> None:
         for state in self._channels.values():
             for subscriber in state.subscribers:
                 subscriber.put(None)
+                subscriber.wake()
             if not state.confirmed.done():
                 state.confirmed.set_exception(FanoutUnavailableError("Redis connection lost"))
                 state.confirmed.exception()  # retrieved: nobody else may await it

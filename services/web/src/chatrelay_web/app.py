@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from chatrelay_common import SessionStore, open_redis, store_lifespan
@@ -35,6 +36,9 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             )
             app.state.fanout = fanout
             reader = asyncio.create_task(fanout.run())
+            # Everything alive now (modules, the app, its routes) lives as long as the
+            # process: keep it out of every future collection, whose cost grows with it.
+            gc.freeze()
             try:
                 yield
             finally:
