@@ -1,0 +1,1 @@
+"""``make bench``: chatrelay's own benchmark (see ``python -m bench.run --help``)."""

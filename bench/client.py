@@ -1,0 +1,335 @@
+"""The load client: one worker process runs many streams on one uvloop event loop.
+
+Every stream is a raw HTTP/1.1 connection (TLS to nginx, or plain to a service) whose
+protocol takes the arrival time first, then hands the bytes to a ``TabScan``. A run spreads
+its streams over several worker processes; they start together on a
+``multiprocessing.Barrier`` that the coordinator also waits on, so it can read every
+process's CPU right at the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+import ssl
+import time
+from array import array
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, cast
+
+import uvloop
+
+from .scan import ChunkedDecoder, StreamFormat, TabScan
+from .tokens import parse_model
+
+__all__ = ["Endpoint", "Job", "JobKind", "WorkerResult", "http_request", "run_worker"]
+
+BARRIER_TIMEOUT = 180.0
+_USER_MESSAGE = "go"  # carries no token stamp
+
+
+class JobKind(Enum):
+    CHAT = "chat"  # sessions x tabs through the edge; the worker posts the messages
+    DIRECT = "direct"  # the fake read directly
+    RELAY = "relay"  # the plain relay behind its own nginx
+    FANOUT = "fanout"  # many tabs on one session; the coordinator posts the message
+    IDLE = "idle"  # many tabs on one session held open, nothing streams
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: JobKind
+    streams: Endpoint  # where the event streams are read
+    model: str
+    count: int  # sessions (chat), streams (direct, relay) or connections (fanout, idle)
+    api: Endpoint | None = None  # where a chat worker creates sessions and posts
+    tabs: int = 1
+    late_tabs: bool = False  # chat: one more tab per session, opened mid-reply
+    session_id: str = ""  # fanout, idle
+    timeout: float = 120.0
+
+
+@dataclass
+class WorkerResult:
+    streams: int = 0
+    expected: int = 0
+    received: int = 0
+    live: int = 0
+    prefix: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_range: int = 0
+    id_gaps: int = 0
+    id_repeats: int = 0
+    resets: int = 0
+    unfinished: int = 0
+    errors: list[str] = field(default_factory=list)
+    latencies_us: array[int] = field(default_factory=lambda: array("q"))
+    start_ns: int = 0
+    end_ns: int = 0
+    reply_seconds: list[float] = field(default_factory=list)
+    catchup_prefix_ms: list[float] = field(default_factory=list)
+    catchup_live_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+
+class _Barrier(Protocol):
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class _Queue(Protocol):
+    def put(self, obj: Any) -> None: ...
+
+
+def _ssl_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the bench stack's self-signed edge certificate
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, scan: TabScan, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        self.scan = scan
+        self._request = request
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
+        self.transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()  # arrival first, before any parsing
+        scan = self.scan
+        scan.feed(data, now)
+        if scan.ready and not self.ready.done():
+            self.ready.set_result(None)
+        if scan.done and not self.finished.done():
+            self.finished.set_result(None)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in (self.ready, self.finished):
+            if not future.done():
+                future.set_result(None)
+
+
+class _Worker:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        shape = parse_model(job.model)
+        if shape is None:
+            raise ValueError(f"not a bench model: {job.model}")
+        self.tokens, self.interval_ms = shape
+        self.result = WorkerResult()
+        self.scans: list[TabScan] = []
+        self._ssl = _ssl_context()
+        self._errors: list[str] = []
+
+    async def open(self, endpoint: Endpoint, fmt: StreamFormat, request: bytes) -> _StreamProtocol:
+        loop = asyncio.get_running_loop()
+        scan = TabScan(fmt, self.tokens, self.result.latencies_us)
+        self.scans.append(scan)
+        protocol = _StreamProtocol(scan, request, loop)
+        await loop.create_connection(
+            lambda: protocol,
+            endpoint.host,
+            endpoint.port,
+            ssl=self._ssl if endpoint.tls else None,
+            server_hostname="localhost" if endpoint.tls else None,
+        )
+        return protocol
+
+    async def open_tab(self, endpoint: Endpoint, session_id: str) -> _StreamProtocol:
+        request = (
+            f"GET /api/sessions/{session_id}/events HTTP/1.1\r\nHost: localhost\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ).encode()
+        return await self.open(endpoint, StreamFormat.CHATRELAY, request)
+
+    async def wait_ready(self, tabs: list[_StreamProtocol]) -> None:
+        await asyncio.wait_for(asyncio.gather(*(tab.ready for tab in tabs)), self.job.timeout)
+
+    async def wait_finished(self, tabs: list[_StreamProtocol]) -> None:
+        waiting = [tab.finished for tab in tabs]
+        _, pending = await asyncio.wait(waiting, timeout=self.job.timeout)
+        self.result.unfinished += len(pending)
+
+    async def start_together(self, barrier: _Barrier) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
+        self.result.start_ns = time.monotonic_ns()
+
+    # ------------------------------------------------------------------ the job kinds
+
+    async def chat(self, barrier: _Barrier) -> None:
+        job = self.job
+        assert job.api is not None
+        api = job.api
+
+        async def new_session() -> str:
+            status, body = await http_request(api, "POST", "/api/sessions", {"model": job.model})
+            if status != 201:
+                raise RuntimeError(f"POST /api/sessions: {status} {body[:200]!r}")
+            return str(json.loads(body)["id"])
+
+        sessions = await asyncio.gather(*(new_session() for _ in range(job.count)))
+        tabs = {
+            sid: [await self.open_tab(job.streams, sid) for _ in range(job.tabs)]
+            for sid in sessions
+        }
+        await self.wait_ready([tab for group in tabs.values() for tab in group])
+        await self.start_together(barrier)
+        late: list[_StreamProtocol] = []
+        stream_seconds = self.tokens * self.interval_ms / 1000
+
+        async def reply(session_id: str) -> None:
+            posted = time.monotonic_ns()
+            path = f"/api/sessions/{session_id}/messages"
+            status, body = await http_request(api, "POST", path, {"content": _USER_MESSAGE})
+            if status != 202:
+                self._errors.append(f"POST messages: {status} {body[:200]!r}")
+                return
+            if job.late_tabs:
+                await asyncio.sleep(random.uniform(0.25, 0.6) * stream_seconds)
+                opened = time.monotonic_ns()
+                tab = await self.open_tab(job.streams, session_id)
+                late.append(tab)
+                await tab.ready
+                if tab.scan.snapshot_ns is not None:
+                    self.result.catchup_prefix_ms.append((tab.scan.snapshot_ns - opened) / 1e6)
+                await tab.finished
+                if tab.scan.first_live_ns is not None:
+                    self.result.catchup_live_ms.append((tab.scan.first_live_ns - opened) / 1e6)
+            first = tabs[session_id][0]
+            await first.finished
+            if first.scan.done_ns is not None:
+                self.result.reply_seconds.append((first.scan.done_ns - posted) / 1e9)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(reply(sid) for sid in sessions)), job.timeout + stream_seconds
+        )
+        await self.wait_finished([tab for group in tabs.values() for tab in group] + late)
+
+    async def baseline(self, barrier: _Barrier) -> None:
+        job = self.job
+        if job.kind is JobKind.DIRECT:
+            body = json.dumps({"model": job.model, "stream": True, "messages": []}).encode()
+            request = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+        else:
+            request = f"GET /api/relay/{job.model} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+        await self.start_together(barrier)
+        streams = await asyncio.gather(
+            *(self.open(job.streams, StreamFormat.OPENAI, request) for _ in range(job.count))
+        )
+        await self.wait_finished(list(streams))
+
+    async def fanout(self, barrier: _Barrier, hold: bool) -> None:
+        job = self.job
+        tabs: list[_StreamProtocol] = []
+        for start in range(0, job.count, 200):  # connect in waves: no accept-queue overflow
+            wave = range(start, min(job.count, start + 200))
+            tabs += await asyncio.gather(
+                *(self.open_tab(job.streams, job.session_id) for _ in wave)
+            )
+        await self.wait_ready(tabs)
+        await self.start_together(barrier)
+        if hold:  # idle: the coordinator reads the web's memory, then lets us go
+            await asyncio.get_running_loop().run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
+            for tab in tabs:
+                if tab.transport is not None:
+                    tab.transport.close()
+            return
+        await self.wait_finished(tabs)
+
+    def finish(self) -> WorkerResult:
+        result = self.result
+        result.end_ns = max((s.done_ns or 0 for s in self.scans), default=0)
+        counted = self.job.kind is not JobKind.IDLE
+        for scan in self.scans:
+            result.streams += 1
+            if counted:
+                result.expected += scan.expected
+                result.received += scan.received
+                result.lost += scan.lost
+            result.live += scan.live
+            result.prefix += scan.prefix
+            result.duplicated += scan.duplicated
+            result.out_of_range += scan.out_of_range
+            result.id_gaps += scan.id_gaps
+            result.id_repeats += scan.id_repeats
+            result.resets += scan.resets
+            if scan.error is not None:
+                self._errors.append(scan.error[:200].decode(errors="replace"))
+        result.errors = self._errors[:5]
+        return result
+
+
+async def _run(job: Job, barrier: _Barrier) -> WorkerResult:
+    worker = _Worker(job)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    if job.kind is JobKind.CHAT:
+        await worker.chat(barrier)
+    elif job.kind in (JobKind.DIRECT, JobKind.RELAY):
+        await worker.baseline(barrier)
+    else:
+        await worker.fanout(barrier, hold=job.kind is JobKind.IDLE)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result = worker.finish()
+    # Setup (sessions, connecting) counts too: it is small next to the streaming itself.
+    result.cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
+
+
+def run_worker(job: Job, barrier: _Barrier, results: _Queue) -> None:
+    """A worker process's entry point: run the job, put a WorkerResult (or the error text)."""
+    try:
+        results.put(uvloop.run(_run(job, barrier)))
+    except BaseException as exc:  # reported to the coordinator, which fails the run
+        results.put(f"{type(exc).__name__}: {exc}")
+        barrier.abort()  # the others stop waiting at once
+
+
+async def http_request(
+    endpoint: Endpoint, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, bytes]:
+    """One request on its own connection: (status, body)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection(
+        endpoint.host,
+        endpoint.port,
+        ssl=_ssl_context() if endpoint.tls else None,
+        server_hostname="localhost" if endpoint.tls else None,
+    )
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        rest = ChunkedDecoder().feed(rest)
+    return int(head[9:12]), rest

@@ -1,0 +1,140 @@
+"""Figures from raw results, the table, the JSON file and the plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CDF_POINTS", "cdf", "percentile", "plot", "table", "write_json"]
+
+CDF_POINTS = 200
+OURS = ("gateway", "web", "redis", "nginx")
+PLAIN = ("relay", "relay-nginx")
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence; None when it is empty."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def cdf(ordered: Sequence[float]) -> list[float]:
+    """CDF_POINTS evenly spaced quantiles (0.5 % … 100 %), for the JSON and the plot."""
+    if not ordered:
+        return []
+    return [float(percentile(ordered, (i + 1) / CDF_POINTS) or 0.0) for i in range(CDF_POINTS)]
+
+
+def _ms(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _redis(per_token: dict[str, float]) -> str:
+    return f"{per_token['reads']:.2f} ({per_token['scripts']:.2f}, {per_token['commands']:.1f})"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal) "
+        "| CPU ms/token: ours (per process) | Redis per upstream token: round trips "
+        "(scripts, commands) | client CPU s "
+        "| lost / dup |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in results:
+        if r["kind"] == "idle":
+            continue
+        lat = r["latency_ms"]
+        per = r["cpu_ms_per_token"]
+        shown = [role for role in (*OURS, *PLAIN) if per.get(role)]
+        detail = ", ".join(f"{role} {per[role]:.3f}" for role in shown)
+        ours = r.get("cpu_ms_per_token_serving")
+        redis = r.get("redis_per_upstream_token")
+        lines.append(
+            f"| {r['name']} | {r['streams']} | {_ms(lat['p50'])} / {_ms(lat['p99'])} "
+            f"| {_ms(lat.get('added_p50'), True)} / {_ms(lat.get('added_p99'), True)} "
+            f"| {r['wall_s']:.2f} ({r['nominal_s']:.1f}) "
+            f"| {'-' if ours is None else f'{ours:.3f}'} ({detail or '-'}) "
+            f"| {'-' if redis is None else _redis(redis)} | {r['client_cpu_s']:.1f} "
+            f"| {r['lost']} / {r['duplicated']} |"
+        )
+    extra = []
+    for r in results:
+        if r.get("catchup_ms"):
+            c = r["catchup_ms"]
+            extra.append(
+                f"- {r['name']}: a new tab's prefix in {_ms(c['prefix_p50'])} ms p50, "
+                f"{_ms(c['prefix_p95'])} ms p95; live in {_ms(c['live_p50'])} ms p50, "
+                f"{_ms(c['live_p95'])} ms p95 ({c['tabs']} tabs)"
+            )
+        if r["kind"] == "idle":
+            extra.append(
+                f"- {r['name']}: web RSS {r['rss_before_kib']} → {r['rss_after_kib']} KiB, "
+                f"{r['rss_per_connection_kib']:.1f} KiB per idle connection "
+                f"({r['streams']} connections, lost / dup {r['lost']} / {r['duplicated']})"
+            )
+    return "\n".join([*lines, "", *extra])
+
+
+def write_json(out_dir: Path, stamp: str, document: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stamp}.json"
+    text = json.dumps(document, indent=1)
+    path.write_text(text, encoding="utf-8")
+    (out_dir / "latest.json").write_text(text, encoding="utf-8")
+    return path
+
+
+def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]:
+    """latency CDF per scenario; CPU per delivered token per process, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streamed = [r for r in results if r["kind"] != "idle" and r["cdf_ms"]]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for r in streamed:
+        points = r["cdf_ms"]
+        ys = [(i + 1) / len(points) for i in range(len(points))]
+        ax.plot([max(p, 0.01) for p in points], ys, label=r["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("per-token latency, emit → arrival at the client (ms, log)")
+    ax.set_ylabel("fraction of tokens")
+    ax.set_title("Per-token latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    if streamed:
+        ax.legend(fontsize=7, ncol=2)
+    latency = out_dir / f"{stamp}-latency-cdf.png"
+    fig.tight_layout()
+    fig.savefig(latency, dpi=110)
+    plt.close(fig)
+
+    roles = [*OURS, *PLAIN, "fake", "client"]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    names = [r["name"] for r in streamed]
+    bottoms = [0.0] * len(streamed)
+    for role in roles:
+        values = [r["cpu_ms_per_token"].get(role, 0.0) for r in streamed]
+        if any(values):
+            ax.bar(names, values, bottom=bottoms, label=role)
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    ax.set_ylabel("CPU ms per delivered token")
+    ax.set_title("CPU per delivered token, per process")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    if streamed:
+        ax.legend(fontsize=8)
+    cpu = out_dir / f"{stamp}-cpu-per-token.png"
+    fig.tight_layout()
+    fig.savefig(cpu, dpi=110)
+    plt.close(fig)
+    for source in (latency, cpu):
+        (out_dir / source.name.replace(stamp, "latest")).write_bytes(source.read_bytes())
+    return [latency, cpu]

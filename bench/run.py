@@ -1,0 +1,358 @@
+"""``make bench`` / ``make bench-smoke``: chatrelay against its baselines, on this machine.
+
+    python -m bench.run           # the full run (a few minutes)
+    python -m bench.run --smoke   # ~20 s; exit 1 only on a lost or duplicated token
+
+Starts the bench fake, chatrelay as ``make dev`` runs it, and a plain relay behind its own
+nginx (``bench.stack``); runs the scenarios one after another; prints a progress line per
+scenario and a table; writes ``bench-results/<UTC time>.json`` (+ ``latest.json``) and PNG
+plots there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .client import BARRIER_TIMEOUT, Endpoint, Job, JobKind, WorkerResult, http_request, run_worker
+from .procs import cpu_seconds, redis_counts, rss_kib
+from .stack import ROOT, Stack, run_stack
+from .tokens import model_name, parse_model
+
+__all__ = ["Scenario", "main"]
+
+REPLY = model_name(200, 10)  # 200 tokens, 10 ms apart: a 2 s answer at 100 tokens/s
+FANOUT_REPLY = model_name(500, 10)  # 5 s at 100 tokens/s on one session
+STREAMS_PER_WORKER = 100
+MAX_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: JobKind
+    count: int  # replies (chat, direct, relay) or connections (fanout, idle)
+    tabs: int = 1
+    model: str = REPLY
+    late_tabs: bool = False
+
+    @property
+    def streams(self) -> int:
+        return self.count * self.tabs
+
+    @property
+    def workers(self) -> int:
+        return min(MAX_WORKERS, max(1, math.ceil(self.streams / STREAMS_PER_WORKER)))
+
+
+def scenarios(smoke: bool) -> list[Scenario]:
+    if smoke:
+        return [
+            Scenario("direct 10", JobKind.DIRECT, 10),
+            Scenario("relay 10", JobKind.RELAY, 10),
+            Scenario("chatrelay 10x1", JobKind.CHAT, 10),
+            Scenario("chatrelay 10x3", JobKind.CHAT, 10, tabs=3),
+            Scenario("catch-up 10", JobKind.CHAT, 10, late_tabs=True),
+            Scenario("fan-out 200", JobKind.FANOUT, 200, model=FANOUT_REPLY),
+            Scenario("idle 300", JobKind.IDLE, 300),
+        ]
+    found = [Scenario(f"direct {c}", JobKind.DIRECT, c) for c in (1, 10, 100)]
+    found += [Scenario(f"relay {c}", JobKind.RELAY, c) for c in (1, 10, 100)]
+    found += [
+        Scenario(f"chatrelay {c}x{tabs}", JobKind.CHAT, c, tabs=tabs)
+        for c in (1, 10, 100)
+        for tabs in (1, 3)
+    ]
+    found += [
+        Scenario("catch-up 100", JobKind.CHAT, 100, late_tabs=True),
+        Scenario("fan-out 1000", JobKind.FANOUT, 1000, model=FANOUT_REPLY),
+        Scenario("fan-out 4000", JobKind.FANOUT, 4000, model=FANOUT_REPLY),
+        Scenario("idle 5000", JobKind.IDLE, 5000),
+    ]
+    return found
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _sample_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(cpu_seconds(pid) for pid in group) for role, group in pids.items()}
+
+
+def _post(endpoint: Endpoint, path: str, body: dict[str, Any], expect: int) -> bytes:
+    status, answer = asyncio.run(http_request(endpoint, "POST", path, body))
+    if status != expect:
+        raise RuntimeError(f"POST {path}: {status} {answer[:300]!r}")
+    return answer
+
+
+def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
+    tokens, interval_ms = parse_model(sc.model) or (0, 0)
+    nominal = tokens * interval_ms / 1000
+    session_id = ""
+    if sc.kind in (JobKind.FANOUT, JobKind.IDLE):
+        import json
+
+        created = _post(stack.gateway, "/api/sessions", {"model": sc.model}, 201)
+        session_id = json.loads(created)["id"]
+    endpoint = {
+        JobKind.CHAT: stack.edge,
+        JobKind.DIRECT: stack.fake,
+        JobKind.RELAY: stack.relay_edge,
+        JobKind.FANOUT: stack.web,
+        JobKind.IDLE: stack.web,
+    }[sc.kind]
+    jobs = [
+        Job(
+            sc.kind,
+            endpoint,
+            sc.model,
+            count,
+            api=stack.edge,
+            tabs=sc.tabs,
+            late_tabs=sc.late_tabs,
+            session_id=session_id,
+            timeout=60 + 10 * nominal,
+        )
+        for count in _split(sc.count, sc.workers)
+        if count
+    ]
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(len(jobs) + 1)
+    results_queue = context.Queue()
+    web_pid = stack.pids["web"][0]
+    rss_before = rss_kib(web_pid)
+    workers = [
+        context.Process(target=run_worker, args=(job, barrier, results_queue)) for job in jobs
+    ]
+    for worker in workers:
+        worker.start()
+    outcome: dict[str, Any] = {}
+    try:
+        barrier.wait(BARRIER_TIMEOUT)
+        cpu_before = _sample_cpu(stack.pids)
+        counts_before = redis_counts(stack.redis_port)
+        started = time.monotonic()
+        if sc.kind is JobKind.FANOUT:
+            _post(stack.gateway, f"/api/sessions/{session_id}/messages", {"content": "go"}, 202)
+        if sc.kind is JobKind.IDLE:
+            time.sleep(1.0)  # let the connections settle
+            outcome["rss_after_kib"] = rss_kib(web_pid)
+            barrier.wait(BARRIER_TIMEOUT)
+    except threading.BrokenBarrierError:
+        pass  # a worker failed: its message is in the queue
+    gathered: list[WorkerResult] = []
+    failures: list[str] = []
+    for _ in workers:
+        try:
+            item = results_queue.get(timeout=BARRIER_TIMEOUT + jobs[0].timeout)
+        except queue.Empty:
+            failures.append("a worker sent no result")
+            continue
+        (gathered.append(item) if isinstance(item, WorkerResult) else failures.append(item))
+    for worker in workers:
+        worker.join(30)
+    if failures:
+        raise RuntimeError(f"{sc.name}: " + "; ".join(failures))
+    cpu_after = _sample_cpu(stack.pids)
+    counts_after = redis_counts(stack.redis_port)
+    calls = {name: counts_after[name] - counts_before[name] for name in counts_after}
+    return _summarize(
+        sc, gathered, cpu_after, cpu_before, calls, nominal, started, outcome, rss_before
+    )
+
+
+def _summarize(
+    sc: Scenario,
+    gathered: list[WorkerResult],
+    cpu_after: dict[str, float],
+    cpu_before: dict[str, float],
+    redis: dict[str, int],
+    nominal: float,
+    started: float,
+    outcome: dict[str, Any],
+    rss_before: int,
+) -> dict[str, Any]:
+    latencies = sorted(v / 1000 for r in gathered for v in r.latencies_us)
+    total = {
+        name: sum(getattr(r, name) for r in gathered)
+        for name in (
+            "streams",
+            "expected",
+            "received",
+            "live",
+            "prefix",
+            "lost",
+            "duplicated",
+            "out_of_range",
+            "id_gaps",
+            "id_repeats",
+            "resets",
+            "unfinished",
+        )
+    }
+    start_ns = min(r.start_ns for r in gathered)
+    end_ns = max(r.end_ns for r in gathered)
+    delivered = total["received"] if sc.kind is not JobKind.IDLE else 0
+    cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_before}
+    cpu["client"] = sum(r.cpu_seconds for r in gathered)
+    per_token = (
+        {role: seconds * 1000 / delivered for role, seconds in cpu.items()} if delivered else {}
+    )
+    serving = report.PLAIN if sc.kind is JobKind.RELAY else report.OURS
+    tokens, _ = parse_model(sc.model) or (0, 0)
+    upstream_tokens = sc.count * tokens if sc.kind is JobKind.CHAT else tokens
+    result: dict[str, Any] = {
+        "name": sc.name,
+        "kind": sc.kind.value,
+        "replies": sc.count if sc.kind in (JobKind.CHAT, JobKind.DIRECT, JobKind.RELAY) else 1,
+        "tabs": sc.tabs,
+        "model": sc.model,
+        "workers": len(gathered),
+        **total,
+        # a token delivered twice, or an event id seen twice, is a duplicate
+        "duplicated": total["duplicated"] + total["id_repeats"] + total["out_of_range"],
+        "errors": [e for r in gathered for e in r.errors][:5],
+        "nominal_s": nominal,
+        "wall_s": (end_ns - start_ns) / 1e9 if end_ns else time.monotonic() - started,
+        "reply_s_p50": report.percentile(sorted(s for r in gathered for s in r.reply_seconds), 0.5),
+        "latency_ms": {
+            "p50": report.percentile(latencies, 0.5),
+            "p90": report.percentile(latencies, 0.9),
+            "p99": report.percentile(latencies, 0.99),
+            "max": latencies[-1] if latencies else None,
+            "samples": len(latencies),
+        },
+        "cdf_ms": report.cdf(latencies),
+        "cpu_s": cpu,
+        "client_cpu_s": cpu["client"],
+        "cpu_ms_per_token": per_token,
+        "cpu_ms_per_token_serving": (
+            sum(per_token.get(role, 0.0) for role in serving)
+            if per_token and sc.kind is not JobKind.DIRECT
+            else None
+        ),
+        "redis": redis,
+        "redis_per_upstream_token": (
+            {name: count / upstream_tokens for name, count in redis.items()}
+            if sc.kind in (JobKind.CHAT, JobKind.FANOUT)
+            else None
+        ),
+    }
+    prefix = sorted(v for r in gathered for v in r.catchup_prefix_ms)
+    live = sorted(v for r in gathered for v in r.catchup_live_ms)
+    if prefix:
+        result["catchup_ms"] = {
+            "tabs": len(prefix),
+            "prefix_p50": report.percentile(prefix, 0.5),
+            "prefix_p95": report.percentile(prefix, 0.95),
+            "live_p50": report.percentile(live, 0.5),
+            "live_p95": report.percentile(live, 0.95),
+        }
+    if sc.kind is JobKind.IDLE:
+        result["rss_before_kib"] = rss_before
+        result["rss_after_kib"] = outcome["rss_after_kib"]
+        result["rss_per_connection_kib"] = (outcome["rss_after_kib"] - rss_before) / sc.count
+    return result
+
+
+def _add_baselines(results: list[dict[str, Any]]) -> None:
+    """Added latency over the fake read directly at the same concurrency (or at 1 for one
+    session's fan-out), and wall time over the plain relay's at 100 (or the largest) x 1."""
+    direct = {r["replies"]: r["latency_ms"] for r in results if r["kind"] == "direct"}
+    relay = {r["replies"]: r["wall_s"] for r in results if r["kind"] == "relay"}
+    for r in results:
+        if r["kind"] in ("direct", "idle") or not direct:
+            continue
+        base = direct.get(r["replies"]) or direct[min(direct)]
+        for key in ("p50", "p99"):
+            if r["latency_ms"][key] is not None and base[key] is not None:
+                r["latency_ms"][f"added_{key}"] = r["latency_ms"][key] - base[key]
+        if relay and r["kind"] == "chat":
+            r["wall_vs_relay"] = r["wall_s"] / relay[max(relay)]
+
+
+def _progress(r: dict[str, Any], seconds: float) -> None:
+    lat = r["latency_ms"]
+    p99 = "-" if lat["p99"] is None else f"{lat['p99']:.1f} ms"
+    print(
+        f"bench: {r['name']:<16} done in {seconds:5.1f} s: {r['streams']} streams, "
+        f"{r['received']} tokens, p99 {p99}, wall {r['wall_s']:.2f} s, "
+        f"lost {r['lost']}, dup {r['duplicated']}, client CPU {r['client_cpu_s']:.1f} s"
+        + (f", errors: {r['errors']}" if r["errors"] else ""),
+        flush=True,
+    )
+
+
+def _machine() -> dict[str, Any]:
+    cpu_model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="the ~20 s CI subset")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--only", help="run only the scenarios whose name contains this")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    chosen = [sc for sc in scenarios(args.smoke) if not args.only or args.only in sc.name]
+    models = sorted({REPLY, FANOUT_REPLY})
+    results: list[dict[str, Any]] = []
+    began = time.monotonic()
+    print(f"bench: starting the stack (run folder {args.out / 'run'})", flush=True)
+    with run_stack(args.out / "run", models) as stack:
+        print(f"bench: stack up; pids {stack.pids}", flush=True)
+        for sc in chosen:
+            t0 = time.monotonic()
+            result = run_scenario(sc, stack)
+            results.append(result)
+            _progress(result, time.monotonic() - t0)
+    _add_baselines(results)
+    document = {
+        "stamp": stamp,
+        "mode": "smoke" if args.smoke else "full",
+        "command": "make bench-smoke" if args.smoke else "make bench",
+        "machine": _machine(),
+        "seconds": time.monotonic() - began,
+        "scenarios": results,
+    }
+    path = report.write_json(args.out, stamp, document)
+    plots = report.plot(args.out, stamp, results)
+    print()
+    print(report.table(results))
+    print(f"\nbench: wrote {path} and {', '.join(str(p) for p in plots)}")
+    bad = [r["name"] for r in results if r["lost"] or r["duplicated"]]
+    if bad:
+        print(f"bench: FAILED: lost or duplicated tokens in {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
