@@ -203,3 +203,41 @@ async def test_update_settings_rejects_unknown_sessions_and_fields(store: Sessio
     with pytest.raises(ValueError, match="not a session setting: colour"):
         await store.update_settings(session, {"colour": "red"})
     assert await store.events_after(session, 0) == []
+
+
+async def test_append_deltas_writes_several_sessions_in_one_call_and_skips_a_retried_batch(
+    store: SessionStore,
+) -> None:
+    first = await store.create(SessionSettings(model="m"))
+    second = await store.create(SessionSettings(model="m"))
+    _, first_reply = await store.begin_reply(first, model="m", content="a?")
+    _, second_reply = await store.begin_reply(second, model="m", content="b?")
+    writes = [
+        (first, first_reply, "a1", 1),
+        (second, second_reply, "b1", 1),
+        (first, first_reply, "a2", 2),
+    ]
+    assert await store.append_deltas(writes) == [True, True, True]
+    # The same call again, as when its answer was lost: every batch is applied already.
+    assert await store.append_deltas(writes) == [True, True, True]
+
+    first_log = await store.events_after(first, 0)
+    assert [(e.seq, e.name) for e in first_log] == [
+        (1, "message"),
+        (2, "start"),
+        (3, "delta"),
+        (4, "delta"),
+    ]
+    assert first_log[3].data.decode() == f'{{"reply_id":"{first_reply}","text":"a2"}}'
+    assert [(e.seq, e.name) for e in await store.events_after(second, 2)] == [(3, "delta")]
+    assert (await store.snapshot(first)).messages[-1].content == "a1a2"
+    assert (await store.snapshot(second)).messages[-1].content == "b1"
+
+    assert await store.finish_reply(second, second_reply, Done(second_reply, "stop", None))
+    # One reply ended: only its write says so, the other goes on.
+    assert await store.append_deltas(
+        [(first, first_reply, "a3", 3), (second, second_reply, "late", 2)]
+    ) == [True, False]
+    assert (await store.snapshot(first)).messages[-1].content == "a1a2a3"
+    assert (await store.snapshot(second)).messages[-1].content == "b1"
+    assert await store.append_deltas([]) == []

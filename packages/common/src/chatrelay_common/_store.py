@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_LOG_MAX_EVENTS",
     "DEFAULT_SESSION_MAX_BYTES",
     "DEFAULT_SESSION_TTL_SECONDS",
+    "DeltaWrite",
     "LoggedEvent",
     "NothingToRegenerateError",
     "ReplyBusyError",
@@ -104,6 +105,10 @@ class SessionFullError(RuntimeError):
         self.max_bytes = max_bytes
 
 
+# One reply's text for :meth:`SessionStore.append_deltas`: session id, reply id, text, batch.
+DeltaWrite = tuple[str, str, str, int | None]
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     seq: int
@@ -118,7 +123,10 @@ class LoggedEvent:
 # arguments start at ARGV[9].
 _PRELUDE = (
     """
+local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+-- This Redis's run id, read once per script call (INFO is costly to build).
+local run_id = nil
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -127,12 +135,12 @@ end
 -- resuming tab can tell where the session is).
 local function trim_log()
   local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-  local count = redis.call('XLEN', KEYS[2])
-  local size = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
+  local count = redis.call('XLEN', log_key)
+  local size = tonumber(redis.call('HGET', session_key, 'log_bytes') or '0')
   if count <= max_events and size <= max_bytes then return end
   local cursor = '-'
   while count > 1 and (count > max_events or size > max_bytes) do
-    local entries = redis.call('XRANGE', KEYS[2], cursor, '+', 'COUNT', 64)
+    local entries = redis.call('XRANGE', log_key, cursor, '+', 'COUNT', 64)
     for _, entry in ipairs(entries) do
       if count <= 1 or (count <= max_events and size <= max_bytes) then break end
       size = size - #entry[2][4]
@@ -140,8 +148,8 @@ local function trim_log()
     end
     cursor = '(' .. entries[#entries][1]
   end
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', count)
-  redis.call('HSET', KEYS[1], 'log_bytes', size)
+  redis.call('XTRIM', log_key, 'MAXLEN', count)
+  redis.call('HSET', session_key, 'log_bytes', size)
 end
 -- A restart of a Redis that may lose its last writes (fsync every second, or snapshots only)
 -- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
@@ -149,28 +157,28 @@ end
 -- and a snapshot instead of events that are not the ones it missed.
 local function skip_ids_after_a_lossy_restart()
   if ARGV[8] == '1' then return end
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  if redis.call('HGET', KEYS[1], 'run') == run then return end
-  if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') > 0 then
-    redis.call('HINCRBY', KEYS[1], 'seq', """
+  run_id = run_id or string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if redis.call('HGET', session_key, 'run') == run_id then return end
+  if tonumber(redis.call('HGET', session_key, 'seq') or '0') > 0 then
+    redis.call('HINCRBY', session_key, 'seq', """
     + str(SEQ_SKIP_AFTER_RESTART)
     + """)
   end
-  redis.call('HSET', KEYS[1], 'run', run)
+  redis.call('HSET', session_key, 'run', run_id)
 end
 local function emit(name, data)
   skip_ids_after_a_lossy_restart()
-  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  redis.call('XADD', KEYS[2], seq .. '-0', 'e', name, 'd', data)
-  redis.call('HINCRBY', KEYS[1], 'log_bytes', #data)
+  local seq = redis.call('HINCRBY', session_key, 'seq', 1)
+  redis.call('XADD', log_key, seq .. '-0', 'e', name, 'd', data)
+  redis.call('HINCRBY', session_key, 'log_bytes', #data)
   trim_log()
   redis.call('PUBLISH', base .. 'events', seq .. ' ' .. name .. ' ' .. data)
   return seq
 end
 -- Activity: every key of the session lives another TTL (lock and stop have their own).
 local function touch_all()
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', session_key, ttl)
+  redis.call('EXPIRE', log_key, ttl)
   redis.call('EXPIRE', base .. 'order', ttl)
   for _, id in ipairs(redis.call('LRANGE', base .. 'order', 0, -1)) do
     redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
@@ -179,8 +187,8 @@ local function touch_all()
 end
 -- The cheap form for a delta: only the keys it writes (the others were touched at its start).
 local function touch_reply(id)
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', session_key, ttl)
+  redis.call('EXPIRE', log_key, ttl)
   redis.call('EXPIRE', base .. 'order', ttl)
   redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
   redis.call('EXPIRE', base .. 'text:' .. id, ttl)
@@ -189,7 +197,7 @@ local function add_message(id, role, status, content)
   redis.call('RPUSH', base .. 'order', id)
   redis.call('HSET', base .. 'msg:' .. id, 'role', role, 'status', status)
   redis.call('SET', base .. 'text:' .. id, content)
-  redis.call('HINCRBY', KEYS[1], 'bytes', #content)
+  redis.call('HINCRBY', session_key, 'bytes', #content)
 end
 -- Removes message `from` and everything after it; false when `from` is not in the session.
 local function truncate(from)
@@ -204,7 +212,7 @@ local function truncate(from)
     freed = freed + redis.call('STRLEN', base .. 'text:' .. ids[i])
     redis.call('DEL', base .. 'msg:' .. ids[i], base .. 'text:' .. ids[i])
   end
-  if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
+  if freed > 0 then redis.call('HINCRBY', session_key, 'bytes', -freed) end
   if at == 1 then
     redis.call('DEL', base .. 'order')
   else
@@ -217,9 +225,9 @@ end
 -- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
 local function close_orphan(reply)
   redis.call('HSET', base .. 'msg:' .. reply, 'status', 'error')
-  redis.call('HDEL', KEYS[1], 'streaming')
+  redis.call('HDEL', session_key, 'streaming')
   redis.call('DEL', base .. 'stop')
-  redis.call('ZREM', KEYS[3], sid)
+  redis.call('ZREM', leases_key, sid)
   emit('error', '{"reply_id":"' .. reply .. '","code":"interrupted",' ..
     '"message":"The gateway generating this reply stopped; the partial answer is kept."}')
   touch_all()
@@ -230,9 +238,9 @@ end
 # For writes that need the session idle: -1 unknown session, -2 a reply streams. A reply whose
 # lease lapsed keeps status `streaming` until someone closes it: close it here.
 _IDLE_SESSION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', session_key) == 0 then return -1 end
 if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
-local orphan = redis.call('HGET', KEYS[1], 'streaming')
+local orphan = redis.call('HGET', session_key, 'streaming')
 if orphan then close_orphan(orphan) end
 """
 
@@ -249,7 +257,7 @@ if redis.call('EXISTS', base .. 'msg:' .. ARGV[14]) == 1 then return 1 end
     + _IDLE_SESSION
     + """
 local mode, from = ARGV[9], ARGV[10]
-local size = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local size = tonumber(redis.call('HGET', session_key, 'bytes') or '0')
 if size + #ARGV[12] > tonumber(ARGV[7]) then return -4 end
 if mode == 'regenerate' then
   local last = redis.call('LINDEX', base .. 'order', -1)
@@ -263,39 +271,52 @@ if mode == 'send' then
   emit('message', ARGV[13])
 end
 redis.call('SET', base .. 'lock', ARGV[14], 'PX', lease_ms)
-redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
+redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
 redis.call('DEL', base .. 'stop')
 add_message(ARGV[14], 'assistant', 'streaming', '')
-redis.call('HSET', KEYS[1], 'streaming', ARGV[14], 'batch', 0)
+redis.call('HSET', session_key, 'streaming', ARGV[14], 'batch', 0)
 emit('start', ARGV[15])
 touch_all()
 return 1
 """
 )
 
-# ARGV[9] reply id, [10] text, [11] `delta` data, [12] batch number (1, 2, … per reply; ''
-# for an unnumbered write).
-# Returns the seq; -1 when this batch was applied already (a retried call that had run); 0
-# when the reply no longer streams (finished, or closed as an orphan).
-_APPEND_DELTA = (
+# Text for the streaming replies of any number of sessions, in one call: a gateway's writer
+# sends every reply's pending text together (one round trip, not one per reply per token).
+# KEYS: (session hash, log) per write, then the lease index; ARGV[1] and [2] unused, [9..]
+# six per write: key prefix, session id, reply id, text, `delta` data, batch number (1, 2, …
+# per reply; '' for an unnumbered write). Writes to one reply go in batch order.
+# Returns per write: its seq; -1 when this batch was applied already (a retried call that had
+# run); 0 when the reply no longer streams (finished, or closed as an orphan).
+_APPEND_DELTAS = (
     _PRELUDE
     + """
-local reply = ARGV[9]
-if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
-if ARGV[12] ~= '' then
-  if tonumber(ARGV[12]) <= tonumber(redis.call('HGET', KEYS[1], 'batch') or '0') then
-    return -1
+local function append(reply, text, data, batch)
+  if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
+  if batch ~= '' then
+    if tonumber(batch) <= tonumber(redis.call('HGET', session_key, 'batch') or '0') then
+      return -1
+    end
+    redis.call('HSET', session_key, 'batch', batch)
   end
-  redis.call('HSET', KEYS[1], 'batch', ARGV[12])
+  redis.call('APPEND', base .. 'text:' .. reply, text)
+  redis.call('HINCRBY', session_key, 'bytes', #text)
+  if redis.call('GET', base .. 'lock') == reply then
+    redis.call('PEXPIRE', base .. 'lock', lease_ms)
+    redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+  end
+  touch_reply(reply)
+  return emit('delta', data)
 end
-redis.call('APPEND', base .. 'text:' .. reply, ARGV[10])
-redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[10])
-if redis.call('GET', base .. 'lock') == reply then
-  redis.call('PEXPIRE', base .. 'lock', lease_ms)
-  redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
+leases_key = KEYS[#KEYS]
+local results = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local at = 9 + (i - 1) * 6
+  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+  base, sid = ARGV[at], ARGV[at + 1]
+  results[i] = append(ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
 end
-touch_reply(reply)
-return emit('delta', ARGV[11])
+return results
 """
 )
 
@@ -304,12 +325,12 @@ _FINISH = (
     _PRELUDE
     + """
 local reply = ARGV[9]
-if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
+if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
 redis.call('HSET', base .. 'msg:' .. reply, 'status', ARGV[10])
-redis.call('HDEL', KEYS[1], 'streaming')
+redis.call('HDEL', session_key, 'streaming')
 if redis.call('GET', base .. 'lock') == reply then redis.call('DEL', base .. 'lock') end
 redis.call('DEL', base .. 'stop')
-redis.call('ZREM', KEYS[3], sid)
+redis.call('ZREM', leases_key, sid)
 local seq = emit(ARGV[11], ARGV[12])
 touch_all()
 return seq
@@ -323,7 +344,7 @@ return seq
 _UPDATE_SETTINGS = (
     _PRELUDE
     + """
-local stored = redis.call('HGET', KEYS[1], 'settings')
+local stored = redis.call('HGET', session_key, 'settings')
 if not stored then return -1 end
 local raw = {}
 local i = 2
@@ -353,7 +374,7 @@ end
 local merged = '{' .. table.concat(parts, ',') .. '}'
 -- Nothing changed (as when a call that ran is retried): no event.
 if merged ~= stored then
-  redis.call('HSET', KEYS[1], 'settings', merged)
+  redis.call('HSET', session_key, 'settings', merged)
   emit('settings', '{"settings":' .. merged .. '}')
 end
 touch_all()
@@ -378,11 +399,11 @@ _REFRESH_LEASE = (
     _PRELUDE
     + """
 local reply = ARGV[9]
-if redis.call('HGET', KEYS[1], 'streaming') ~= reply then return 0 end
+if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
 local holder = redis.call('GET', base .. 'lock')
 if holder and holder ~= reply then return 0 end
 redis.call('SET', base .. 'lock', reply, 'PX', lease_ms)
-redis.call('ZADD', KEYS[3], now_ms() + lease_ms, sid)
+redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
 return 1
 """
 )
@@ -393,7 +414,7 @@ return 1
 _REQUEST_STOP = (
     _PRELUDE
     + """
-local reply = redis.call('HGET', KEYS[1], 'streaming')
+local reply = redis.call('HGET', session_key, 'streaming')
 if not reply then return false end
 if redis.call('EXISTS', base .. 'lock') == 0 then
   close_orphan(reply)
@@ -411,14 +432,14 @@ return reply
 _REAP = (
     _PRELUDE
     + """
-local reply = redis.call('HGET', KEYS[1], 'streaming')
+local reply = redis.call('HGET', session_key, 'streaming')
 if not reply then
-  redis.call('ZREM', KEYS[3], sid)
+  redis.call('ZREM', leases_key, sid)
   return false
 end
 local left = redis.call('PTTL', base .. 'lock')
 if left > 0 then
-  redis.call('ZADD', KEYS[3], now_ms() + left, sid)
+  redis.call('ZADD', leases_key, now_ms() + left, sid)
   return false
 end
 close_orphan(reply)
@@ -485,7 +506,7 @@ class SessionStore:
         ]
         register = redis.register_script
         self._begin = register(_BEGIN)
-        self._append_delta = register(_APPEND_DELTA)
+        self._append_deltas = register(_APPEND_DELTAS)
         self._finish = register(_FINISH)
         self._update_settings = register(_UPDATE_SETTINGS)
         self._clear = register(_CLEAR)
@@ -506,11 +527,15 @@ class SessionStore:
 
     async def _run(self, script: Any, session_id: str, *args: str | bytes) -> Any:
         keys = SessionKeys(session_id)
-        durable = "1" if await self._writes_are_durable() else "0"
+        durable = await self._durable_flag()
         return await script(
             keys=[keys.session, keys.log, LEASES],
             args=[keys.base, session_id, *self._limits, durable, *args],
         )
+
+    async def _durable_flag(self) -> str:
+        """ARGV[8] of the write scripts."""
+        return "1" if await self._writes_are_durable() else "0"
 
     async def _writes_are_durable(self) -> bool:
         """Whether Redis puts each write in its append-only file, on disk, before answering:
@@ -621,9 +646,26 @@ class SessionStore:
         (1, 2, … per reply): a batch number already applied is skipped, so a call retried
         after its answer was lost never doubles text. False when the reply no longer streams
         (then the caller should stop)."""
-        data = encode_data(Delta(reply_id=reply_id, text=text))
-        number = "" if batch is None else str(batch)
-        return await self._write(self._append_delta, session_id, reply_id, text, data, number) != 0
+        [streaming] = await self.append_deltas([(session_id, reply_id, text, batch)])
+        return streaming
+
+    async def append_deltas(self, writes: Sequence[DeltaWrite]) -> list[bool]:
+        """:meth:`append_delta` for many replies (of any sessions) in one Redis call, in
+        order: ``(session_id, reply_id, text, batch)`` each. Returns, per write, False when
+        its reply no longer streams. (One script touches several sessions' keys: fine on one
+        Redis, not on a Redis Cluster.)"""
+        keys: list[str] = []
+        args: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+        for session_id, reply_id, text, batch in writes:
+            session = SessionKeys(session_id)
+            keys += [session.session, session.log]
+            data = encode_data(Delta(reply_id=reply_id, text=text))
+            number = "" if batch is None else str(batch)
+            args += [session.base, session_id, reply_id, text, data, number]
+        if not keys:
+            return []
+        results = await self._append_deltas(keys=[*keys, LEASES], args=args)
+        return [int(result) != 0 for result in results]
 
     async def finish_reply(self, session_id: str, reply_id: str, event: Done | ErrorEvent) -> bool:
         """False when the reply was not streaming any more (closed already)."""

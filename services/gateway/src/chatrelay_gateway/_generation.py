@@ -1,5 +1,6 @@
-"""Runs replies: one task per streaming reply, coalescing tokens into few Redis writes, and
-stopping when any client (through any gateway) asks.
+"""Runs replies: one task per streaming reply, and one writer per gateway that puts the new
+text of every running reply into Redis in one round trip per flush tick; stops a reply when
+any client (through any gateway) asks.
 
 A running reply holds a lease in Redis, refreshed by its keepalive. Every gateway runs a
 reaper that closes the replies whose lease lapsed (their gateway died), so no reply stays
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from redis.exceptions import RedisError
 
 from ._upstream import Completion, UpstreamConfig, UpstreamError, stream_chat
 
-__all__ = ["Generations", "chat_body"]
+__all__ = ["DEFAULT_FLUSH_SECONDS", "Generations", "chat_body"]
 
 logger = logging.getLogger("chatrelay.gateway")
 
@@ -32,7 +34,13 @@ logger = logging.getLogger("chatrelay.gateway")
 REAP_SECONDS = 1.0
 # How long the stop listener waits for a message before checking its connection again.
 _STOP_POLL_SECONDS = 1.0
-_END = object()
+# The writer's flush tick: text of every reply that arrives within it shares one Redis call.
+# Text after a quiet spell (longer than a tick) goes out at once.
+DEFAULT_FLUSH_SECONDS = 0.005
+# Most replies written by one Redis call, which blocks Redis while it runs; the rest follow.
+_MAX_REPLIES_PER_FLUSH = 256
+_FIRST_RETRY_SECONDS = 0.1
+_MAX_RETRY_SECONDS = 1.0
 _T = TypeVar("_T")
 
 # stopped: a client asked; shutdown: this gateway stops; lost: the reply was closed by
@@ -71,6 +79,21 @@ class _Job:
     reader: asyncio.Task[Completion] | None = None
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The writer's side: text read and not yet sent, then numbered batches sent but not yet
+    # confirmed (a retry resends them unchanged, so Redis can skip one that was applied).
+    unsent: list[str] = field(default_factory=list, repr=False)
+    unconfirmed: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    last_batch: int = 0
+    failing_since: float | None = None
+    # Set while the writer holds none of its text.
+    written: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self.written.set()
+
+    @property
+    def unwritable(self) -> bool:
+        return self.cancel_reason in ("lost", "unwritable")
 
     def cancel(self, reason: CancelReason) -> None:
         if self.cancel_reason is None:
@@ -79,12 +102,125 @@ class _Job:
             self.reader.cancel()
 
 
+class _Writer:
+    """Writes the text of every running reply of this gateway: one Redis call per flush tick
+    carries the text of all the replies that have some, instead of one round trip per token
+    per reply. A failed call is retried with backoff; a reply whose text stays unwritten
+    for ``budget_seconds`` is cancelled ("unwritable"), one that no longer streams in Redis
+    is cancelled ("lost"); either way its upstream request ends."""
+
+    def __init__(self, store: SessionStore, flush_seconds: float, budget_seconds: float) -> None:
+        self._store = store
+        self._flush_seconds = flush_seconds
+        self._budget_seconds = budget_seconds
+        # Jobs holding text, in arrival order (a dict as an ordered set).
+        self._pending: dict[_Job, None] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, job: _Job, text: str) -> None:
+        if job.unwritable:  # its reader is being cancelled: nothing more can be written
+            return
+        job.unsent.append(text)
+        job.written.clear()
+        self._pending[job] = None
+        self._ready.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="reply writer")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        retry_seconds = _FIRST_RETRY_SECONDS
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            started = loop.time()
+            try:
+                await self._flush()
+            except Exception as exc:
+                if isinstance(exc, RedisError | OSError):
+                    logger.warning("cannot write replies to Redis (%s); retrying", exc)
+                else:
+                    logger.exception("writing replies failed")
+                pause = retry_seconds
+                retry_seconds = min(retry_seconds * 2, _MAX_RETRY_SECONDS)
+                # A reply whose budget ends before the next try is given up now.
+                self._give_up_on_late(loop.time() + pause, exc)
+            else:
+                retry_seconds = _FIRST_RETRY_SECONDS
+                pause = self._flush_seconds - (loop.time() - started)
+            if self._pending:
+                self._ready.set()
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _flush(self) -> None:
+        jobs = list(itertools.islice(self._pending, _MAX_REPLIES_PER_FLUSH))
+        writes: list[tuple[str, str, str, int | None]] = []
+        owners: list[_Job] = []
+        for job in jobs:
+            if job.unsent:
+                job.last_batch += 1
+                job.unconfirmed.append((job.last_batch, "".join(job.unsent)))
+                job.unsent.clear()
+            for number, text in job.unconfirmed:
+                writes.append((job.session_id, job.reply_id, text, number))
+                owners.append(job)
+        try:
+            streaming = await self._store.append_deltas(writes)
+        except BaseException:
+            now = asyncio.get_running_loop().time()
+            for job in jobs:
+                job.failing_since = job.failing_since or now
+            raise
+        for job in jobs:
+            job.unconfirmed.clear()
+            job.failing_since = None
+        for job, still_streaming in zip(owners, streaming, strict=True):
+            if not still_streaming:
+                self._drop(job, "lost")
+        for job in jobs:
+            if not job.unsent:
+                self._release(job)
+
+    def _give_up_on_late(self, next_try: float, error: Exception) -> None:
+        for job in list(self._pending):
+            if job.failing_since is not None and next_try - job.failing_since > (
+                self._budget_seconds
+            ):
+                logger.warning("reply %s: cannot write to Redis (%s)", job.reply_id, error)
+                self._drop(job, "unwritable")
+
+    def _drop(self, job: _Job, reason: CancelReason) -> None:
+        job.cancel(reason)
+        job.unsent.clear()
+        job.unconfirmed.clear()
+        self._release(job)
+
+    def _release(self, job: _Job) -> None:
+        self._pending.pop(job, None)
+        job.written.set()
+
+
 class Generations:
-    def __init__(self, store: SessionStore, client: httpx.AsyncClient, config: UpstreamConfig):
+    def __init__(
+        self,
+        store: SessionStore,
+        client: httpx.AsyncClient,
+        config: UpstreamConfig,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+    ):
         self._store = store
         self._client = client
         self._config = config
         self._jobs: dict[str, _Job] = {}
+        self._writer = _Writer(store, flush_seconds, budget_seconds=store.lease_seconds / 2)
         # Refreshing three times per lease rides out one missed refresh.
         self._keepalive_seconds = store.lease_seconds / 3
 
@@ -107,6 +243,7 @@ class Generations:
         for job in jobs:
             job.cancel("shutdown")
         await asyncio.gather(*(job.task for job in jobs if job.task), return_exceptions=True)
+        await self._writer.aclose()
 
     async def listen_for_stops(self) -> None:
         """Follow stop requests from every gateway; reconnects while Redis is away. (A stop
@@ -153,55 +290,28 @@ class Generations:
 
     async def _generate(self, job: _Job) -> Done | ErrorEvent:
         snapshot = await self._store.snapshot(job.session_id)
-        pieces: asyncio.Queue[object] = asyncio.Queue()
-
         job.reader = asyncio.create_task(
             stream_chat(
-                self._client, self._config, chat_body(snapshot, job.reply_id), pieces.put_nowait
+                self._client,
+                self._config,
+                chat_body(snapshot, job.reply_id),
+                functools.partial(self._writer.add, job),
             )
         )
-        # However the reader ends (even cancelled before it ran), the writer hears of it.
-        job.reader.add_done_callback(lambda _: pieces.put_nowait(_END))
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
         keepalive = asyncio.create_task(self._keepalive(job))
         try:
-            await self._write_pieces(job, pieces)
+            # Ends early when the writer cancels the reader (text could not be written).
+            await asyncio.wait([job.reader])
+            await job.written.wait()
         finally:
             keepalive.cancel()
-            # Whatever stopped the writer, the upstream request (billed) ends here too.
+            # Whatever stopped the reply, the upstream request (billed) ends here too.
             job.reader.cancel()
             # Let both unwind: a Redis call cut off mid-way must release its connection.
             await asyncio.wait([keepalive, job.reader])
         return self._outcome(job, job.reader)
-
-    async def _write_pieces(self, job: _Job, pieces: asyncio.Queue[object]) -> None:
-        """Whatever arrived while the previous write was in flight goes in the next one.
-        Batches are numbered so that a write retried after a lost answer is not applied
-        twice. Returns when the reader has ended, or at once when writing failed."""
-        batch_number = 0
-        ended = False
-        while not ended:
-            batch = [await pieces.get()]
-            while not pieces.empty():
-                batch.append(pieces.get_nowait())
-            ended = batch[-1] is _END
-            text = "".join(p for p in batch if isinstance(p, str))
-            if not text:
-                continue
-            batch_number += 1
-            append = functools.partial(
-                self._store.append_delta, job.session_id, job.reply_id, text, batch=batch_number
-            )
-            try:
-                written = await self._retrying(append, seconds=self._store.lease_seconds / 2)
-            except (RedisError, OSError) as exc:
-                logger.warning("reply %s: cannot write to Redis (%s)", job.reply_id, exc)
-                job.cancel("unwritable")
-                return
-            if not written:
-                job.cancel("lost")
-                return
 
     async def _keepalive(self, job: _Job) -> None:
         while True:
