@@ -88,28 +88,39 @@ async def _stream(
     await writer.drain()
 
 
+def _read_request(body: bytes) -> tuple[str, int, int, bool] | bytes:
+    """(model, tokens, interval_ms, include usage) to stream, or an error response."""
+    try:
+        request = json.loads(body)
+        model = str(request["model"])
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _error(b"400 Bad Request", "expected a JSON body with a model")
+    shape = parse_model(model)
+    if shape is None:
+        return _error(b"404 Not Found", f"no bench model {model!r}")
+    return model, *shape, include_usage
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
+            length, keep_alive = 0, True
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
+                name = name.strip().lower()
+                if name == b"content-length":
                     length = int(value)
-            body = await reader.readexactly(length)
-            try:
-                request = json.loads(body)
-                model = str(request["model"])
-            except (ValueError, KeyError, TypeError):
-                writer.write(_error(b"400 Bad Request", "expected a JSON body with a model"))
-                continue
-            shape = parse_model(model)
-            if shape is None:
-                writer.write(_error(b"404 Not Found", f"no bench model {model!r}"))
-                continue
-            options = request.get("stream_options") or {}
-            await _stream(writer, model, *shape, usage=bool(options.get("include_usage")))
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    keep_alive = False
+            answer = _read_request(await reader.readexactly(length))
+            if isinstance(answer, bytes):
+                writer.write(answer)
+            else:
+                await _stream(writer, *answer)
+            if not keep_alive:
+                return
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:

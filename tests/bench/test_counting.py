@@ -1,0 +1,99 @@
+"""The bench's own counting: chunked decoding, tokens lost / duplicated, id order, the
+latency of each live token, percentiles. Fed byte by byte, so no marker split across reads
+is missed or counted twice."""
+
+from __future__ import annotations
+
+from array import array
+
+from bench.report import percentile
+from bench.scan import ChunkedDecoder, StreamFormat, TabScan
+from bench.tokens import model_name, parse_model, token_text
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def event(seq: int, name: str, text: str) -> bytes:
+    return b'id: %d\nevent: %s\ndata: {"text": "%s"}\n\n' % (seq, name.encode(), text.encode())
+
+
+def feed_bytewise(scan: TabScan, raw: bytes, now_ns: int) -> None:
+    for i in range(len(raw)):
+        scan.feed(raw[i : i + 1], now_ns)
+
+
+def test_chunked_decoder_drops_framing_across_any_split() -> None:
+    body = chunked(b"hello ", b"chunked\r\nworld", b"!")
+    decoder = ChunkedDecoder()
+    out = b"".join(decoder.feed(body[i : i + 1]) for i in range(len(body)))
+    assert out == b"hello chunked\r\nworld!"
+    assert decoder.finished
+
+
+def test_a_clean_stream_counts_prefix_live_tokens_and_latencies() -> None:
+    latencies: array[int] = array("q")
+    scan = TabScan(StreamFormat.CHATRELAY, 5, latencies)
+    stream = HEAD + chunked(
+        b"retry: 1000\n\n",
+        event(7, "snapshot", token_text(0, 1_000_000) + token_text(1, 2_000_000)),
+        event(8, "delta", token_text(2, 9_000_000) + token_text(3, 9_500_000)),
+        b": ping\n\n",
+        event(9, "delta", token_text(4, 9_900_000)),
+        event(10, "done", "stop"),
+    )
+    feed_bytewise(scan, stream, now_ns=10_000_000)
+    assert (scan.status, scan.lost, scan.duplicated, scan.received) == (200, 0, 0, 5)
+    assert (scan.prefix, scan.live, scan.id_gaps, scan.id_repeats) == (2, 3, 0, 0)
+    assert (scan.done, scan.error, scan.last_id) == (True, None, 10)
+    assert list(latencies) == [1000, 500, 100]  # µs: arrival minus stamp, live tokens only
+    assert scan.snapshot_ns == scan.first_live_ns == scan.done_ns == 10_000_000
+
+
+def test_lost_duplicated_and_out_of_order_ids_are_counted() -> None:
+    scan = TabScan(StreamFormat.CHATRELAY, 4, array("q"))
+    stream = HEAD + chunked(
+        event(1, "snapshot", ""),
+        event(2, "delta", token_text(0, 1)),
+        event(2, "delta", token_text(0, 1)),  # the same event again
+        event(5, "delta", token_text(2, 1) + token_text(9, 1)),  # ids 3, 4 skipped; 9 > 3
+        event(6, "error", "upstream_error"),
+    )
+    feed_bytewise(scan, stream, now_ns=5)
+    assert (scan.lost, scan.duplicated, scan.out_of_range) == (2, 1, 1)
+    assert (scan.id_repeats, scan.id_gaps) == (1, 1)
+    assert (scan.done, scan.error, scan.done_ns) == (
+        True,
+        event(6, "error", "upstream_error")[:-2],
+        None,
+    )
+
+
+def test_openai_streams_end_at_done_and_refusals_are_errors() -> None:
+    latencies: array[int] = array("q")
+    scan = TabScan(StreamFormat.OPENAI, 2, latencies)
+    data = b"".join(
+        b'data: {"choices":[{"delta":{"content":"%s"}}]}\n\n' % token_text(i, 0).encode()
+        for i in range(2)
+    )
+    feed_bytewise(scan, HEAD + chunked(data + b"data: [DONE]\n\n"), now_ns=3000)
+    assert (scan.lost, scan.live, scan.done_ns, list(latencies)) == (0, 2, 3000, [3, 3])
+
+    refused = TabScan(StreamFormat.OPENAI, 2, array("q"))
+    refused.feed(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n", 1)
+    assert (refused.done, refused.status, refused.lost) == (True, 429, 2)
+
+
+def test_model_names_and_percentiles() -> None:
+    assert model_name(200, 10) == "bench-200x10"
+    assert parse_model("bench-200x10") == (200, 10)
+    assert parse_model("gpt-4o") is None
+    ordered = [float(v) for v in range(1, 101)]
+    assert (percentile(ordered, 0.5), percentile(ordered, 0.99), percentile([], 0.5)) == (
+        50.0,
+        99.0,
+        None,
+    )
