@@ -10,6 +10,7 @@ process's CPU right at the start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import resource
@@ -25,7 +26,15 @@ import uvloop
 from .scan import ChunkedDecoder, StreamFormat, TabScan
 from .tokens import parse_model
 
-__all__ = ["Endpoint", "Job", "JobKind", "WorkerResult", "http_request", "run_worker"]
+__all__ = [
+    "ApiConnection",
+    "Endpoint",
+    "Job",
+    "JobKind",
+    "WorkerResult",
+    "http_request",
+    "run_worker",
+]
 
 BARRIER_TIMEOUT = 180.0
 _USER_MESSAGE = "go"  # carries no token stamp
@@ -77,7 +86,8 @@ class WorkerResult:
     latencies_us: array[int] = field(default_factory=lambda: array("q"))
     start_ns: int = 0
     end_ns: int = 0
-    reply_seconds: list[float] = field(default_factory=list)
+    reply_seconds: list[float] = field(default_factory=list)  # POST to done, per reply
+    first_token_ms: list[float] = field(default_factory=list)  # POST to first token
     catchup_prefix_ms: list[float] = field(default_factory=list)
     catchup_live_ms: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
@@ -93,8 +103,10 @@ class _Queue(Protocol):
     def put(self, obj: Any) -> None: ...
 
 
+@functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """One per process: making one that loads the system's CA store costs milliseconds."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the bench stack's self-signed edge certificate
     context.set_alpn_protocols(["http/1.1"])
@@ -182,11 +194,16 @@ class _Worker:
         assert job.api is not None
         api = job.api
 
+        connections: dict[str, ApiConnection] = {}
+
         async def new_session() -> str:
-            status, body = await http_request(api, "POST", "/api/sessions", {"model": job.model})
+            connection = await ApiConnection.open(api)
+            status, body = await connection.request("POST", "/api/sessions", {"model": job.model})
             if status != 201:
                 raise RuntimeError(f"POST /api/sessions: {status} {body[:200]!r}")
-            return str(json.loads(body)["id"])
+            session_id = str(json.loads(body)["id"])
+            connections[session_id] = connection
+            return session_id
 
         sessions = await asyncio.gather(*(new_session() for _ in range(job.count)))
         tabs = {
@@ -201,7 +218,9 @@ class _Worker:
         async def reply(session_id: str) -> None:
             posted = time.monotonic_ns()
             path = f"/api/sessions/{session_id}/messages"
-            status, body = await http_request(api, "POST", path, {"content": _USER_MESSAGE})
+            connection = connections[session_id]
+            status, body = await connection.request("POST", path, {"content": _USER_MESSAGE})
+            connection.close()
             if status != 202:
                 self._errors.append(f"POST messages: {status} {body[:200]!r}")
                 return
@@ -220,6 +239,8 @@ class _Worker:
             await first.finished
             if first.scan.done_ns is not None:
                 self.result.reply_seconds.append((first.scan.done_ns - posted) / 1e9)
+            if first.scan.first_live_ns is not None:
+                self.result.first_token_ms.append((first.scan.first_live_ns - posted) / 1e6)
 
         await asyncio.wait_for(
             asyncio.gather(*(reply(sid) for sid in sessions)), job.timeout + stream_seconds
@@ -243,23 +264,36 @@ class _Worker:
         )
         await self.wait_finished(list(streams))
 
-    async def fanout(self, barrier: _Barrier, hold: bool) -> None:
+    async def connect_all(self, count: int) -> list[_StreamProtocol]:
         job = self.job
         tabs: list[_StreamProtocol] = []
-        for start in range(0, job.count, 200):  # connect in waves: no accept-queue overflow
-            wave = range(start, min(job.count, start + 200))
+        for start in range(0, count, 200):  # connect in waves: no accept-queue overflow
+            wave = range(start, min(count, start + 200))
             tabs += await asyncio.gather(
                 *(self.open_tab(job.streams, job.session_id) for _ in wave)
             )
         await self.wait_ready(tabs)
+        return tabs
+
+    async def fanout(self, barrier: _Barrier) -> None:
+        tabs = await self.connect_all(self.job.count)
         await self.start_together(barrier)
-        if hold:  # idle: the coordinator reads the web's memory, then lets us go
-            await asyncio.get_running_loop().run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
-            for tab in tabs:
-                if tab.transport is not None:
-                    tab.transport.close()
-            return
         await self.wait_finished(tabs)
+
+    async def idle(self, barrier: _Barrier) -> None:
+        """Half the connections, a pause for the coordinator to read the web's memory, the
+        other half, another pause: the difference is the cost of a connection alone."""
+        loop = asyncio.get_running_loop()
+        half = self.job.count // 2
+        tabs = await self.connect_all(half)
+        await self.start_together(barrier)
+        await loop.run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
+        tabs += await self.connect_all(self.job.count - half)
+        for _ in range(2):
+            await loop.run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
+        for tab in tabs:
+            if tab.transport is not None:
+                tab.transport.close()
 
     def finish(self) -> WorkerResult:
         result = self.result
@@ -291,8 +325,10 @@ async def _run(job: Job, barrier: _Barrier) -> WorkerResult:
         await worker.chat(barrier)
     elif job.kind in (JobKind.DIRECT, JobKind.RELAY):
         await worker.baseline(barrier)
+    elif job.kind is JobKind.FANOUT:
+        await worker.fanout(barrier)
     else:
-        await worker.fanout(barrier, hold=job.kind is JobKind.IDLE)
+        await worker.idle(barrier)
     after = resource.getrusage(resource.RUSAGE_SELF)
     result = worker.finish()
     # Setup (sessions, connecting) counts too: it is small next to the streaming itself.
@@ -309,27 +345,64 @@ def run_worker(job: Job, barrier: _Barrier, results: _Queue) -> None:
         barrier.abort()  # the others stop waiting at once
 
 
+class ApiConnection:
+    """A keep-alive HTTP/1.1 connection for JSON requests. A chat worker opens one per
+    session before the measured part, as a browser already has its connection: no TLS
+    handshake inside the measured window."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint) -> ApiConnection:
+        reader, writer = await asyncio.open_connection(
+            endpoint.host,
+            endpoint.port,
+            ssl=_ssl_context() if endpoint.tls else None,
+            server_hostname="localhost" if endpoint.tls else None,
+        )
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, bytes]:
+        """(status, body)."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        self._writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        head = (await self._reader.readuntil(b"\r\n\r\n")).lower()
+        length = -1
+        for line in head.split(b"\r\n")[1:]:
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length >= 0:
+            answer = await self._reader.readexactly(length)
+        elif b"transfer-encoding: chunked" in head:
+            decoder, parts = ChunkedDecoder(), []
+            while not decoder.finished:
+                data = await self._reader.read(65536)
+                if not data:
+                    break
+                parts.append(decoder.feed(data))
+            answer = b"".join(parts)
+        else:
+            answer = await self._reader.read()
+        return int(head[9:12]), answer
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 async def http_request(
     endpoint: Endpoint, method: str, path: str, body: dict[str, Any] | None = None
 ) -> tuple[int, bytes]:
     """One request on its own connection: (status, body)."""
-    payload = b"" if body is None else json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection(
-        endpoint.host,
-        endpoint.port,
-        ssl=_ssl_context() if endpoint.tls else None,
-        server_hostname="localhost" if endpoint.tls else None,
-    )
+    connection = await ApiConnection.open(endpoint)
     try:
-        writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
-        raw = await reader.read()
+        return await connection.request(method, path, body)
     finally:
-        writer.close()
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        rest = ChunkedDecoder().feed(rest)
-    return int(head[9:12]), rest
+        connection.close()

@@ -79,7 +79,8 @@ def redis_counts(port: int) -> dict[str, int]:
     - ``commands``: every command run, those a Lua script calls included;
     - ``scripts``: EVAL/EVALSHA/FCALL calls (one each, whatever the script does inside);
     - ``reads``: reads from client sockets (``total_reads_processed``): one per round trip,
-      however many commands a pipeline carries.
+      however many commands a pipeline carries;
+    - ``cmd:<name>``: calls of each command.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         stats = _info(sock, "stats")
@@ -91,6 +92,7 @@ def redis_counts(port: int) -> dict[str, int]:
             continue
         calls = int(value.split(",", 1)[0].removeprefix("calls="))
         counts["commands"] += calls
+        counts[f"cmd:{command}"] = calls
         if command in _SCRIPT_COMMANDS:
             counts["scripts"] += calls
     return counts

@@ -42,7 +42,7 @@ def _redis(per_token: dict[str, float]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal) "
+        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal; vs relay 100) "
         "| CPU ms/token: ours (per process) | Redis per upstream token: round trips "
         "(scripts, commands) | client CPU s "
         "| lost / dup |"
@@ -53,14 +53,16 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         lat = r["latency_ms"]
         per = r["cpu_ms_per_token"]
-        shown = [role for role in (*OURS, *PLAIN) if per.get(role)]
-        detail = ", ".join(f"{role} {per[role]:.3f}" for role in shown)
+        shown = {"direct": ("fake",), "relay": PLAIN}.get(r["kind"], OURS)
+        detail = ", ".join(f"{role} {per[role]:.3f}" for role in shown if role in per)
+        wall = f"{r['wall_s']:.2f} ({r['nominal_s']:.1f}"
+        wall += f"; {r['wall_vs_relay']:.2f}x relay)" if "wall_vs_relay" in r else ")"
         ours = r.get("cpu_ms_per_token_serving")
         redis = r.get("redis_per_upstream_token")
         lines.append(
             f"| {r['name']} | {r['streams']} | {_ms(lat['p50'])} / {_ms(lat['p99'])} "
             f"| {_ms(lat.get('added_p50'), True)} / {_ms(lat.get('added_p99'), True)} "
-            f"| {r['wall_s']:.2f} ({r['nominal_s']:.1f}) "
+            f"| {wall} "
             f"| {'-' if ours is None else f'{ours:.3f}'} ({detail or '-'}) "
             f"| {'-' if redis is None else _redis(redis)} | {r['client_cpu_s']:.1f} "
             f"| {r['lost']} / {r['duplicated']} |"
@@ -76,8 +78,10 @@ def table(results: list[dict[str, Any]]) -> str:
             )
         if r["kind"] == "idle":
             extra.append(
-                f"- {r['name']}: web RSS {r['rss_before_kib']} → {r['rss_after_kib']} KiB, "
-                f"{r['rss_per_connection_kib']:.1f} KiB per idle connection "
+                f"- {r['name']}: web RSS {r['rss_before_kib']} → {r['rss_half_kib']} (half) → "
+                f"{r['rss_after_kib']} KiB: {r['rss_per_connection_kib']:.1f} KiB per idle "
+                f"connection, {r['rss_per_added_connection_kib']:.1f} KiB per connection of the "
+                "second half "
                 f"({r['streams']} connections, lost / dup {r['lost']} / {r['duplicated']})"
             )
     return "\n".join([*lines, "", *extra])

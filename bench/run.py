@@ -59,17 +59,19 @@ class Scenario:
 
 
 def scenarios(smoke: bool) -> list[Scenario]:
+    # Idle first: the web's memory is measured before any fan-out has grown its heap.
     if smoke:
         return [
+            Scenario("idle 300", JobKind.IDLE, 300),
             Scenario("direct 10", JobKind.DIRECT, 10),
             Scenario("relay 10", JobKind.RELAY, 10),
             Scenario("chatrelay 10x1", JobKind.CHAT, 10),
             Scenario("chatrelay 10x3", JobKind.CHAT, 10, tabs=3),
             Scenario("catch-up 10", JobKind.CHAT, 10, late_tabs=True),
             Scenario("fan-out 200", JobKind.FANOUT, 200, model=FANOUT_REPLY),
-            Scenario("idle 300", JobKind.IDLE, 300),
         ]
-    found = [Scenario(f"direct {c}", JobKind.DIRECT, c) for c in (1, 10, 100)]
+    found = [Scenario("idle 5000", JobKind.IDLE, 5000)]
+    found += [Scenario(f"direct {c}", JobKind.DIRECT, c) for c in (1, 10, 100)]
     found += [Scenario(f"relay {c}", JobKind.RELAY, c) for c in (1, 10, 100)]
     found += [
         Scenario(f"chatrelay {c}x{tabs}", JobKind.CHAT, c, tabs=tabs)
@@ -80,7 +82,6 @@ def scenarios(smoke: bool) -> list[Scenario]:
         Scenario("catch-up 100", JobKind.CHAT, 100, late_tabs=True),
         Scenario("fan-out 1000", JobKind.FANOUT, 1000, model=FANOUT_REPLY),
         Scenario("fan-out 4000", JobKind.FANOUT, 4000, model=FANOUT_REPLY),
-        Scenario("idle 5000", JobKind.IDLE, 5000),
     ]
     return found
 
@@ -149,8 +150,12 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         started = time.monotonic()
         if sc.kind is JobKind.FANOUT:
             _post(stack.gateway, f"/api/sessions/{session_id}/messages", {"content": "go"}, 202)
-        if sc.kind is JobKind.IDLE:
+        if sc.kind is JobKind.IDLE:  # see _Worker.idle: half, pause, the rest, pause
             time.sleep(1.0)  # let the connections settle
+            outcome["rss_half_kib"] = rss_kib(web_pid)
+            barrier.wait(BARRIER_TIMEOUT)
+            barrier.wait(BARRIER_TIMEOUT)
+            time.sleep(1.0)
             outcome["rss_after_kib"] = rss_kib(web_pid)
             barrier.wait(BARRIER_TIMEOUT)
     except threading.BrokenBarrierError:
@@ -170,7 +175,7 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         raise RuntimeError(f"{sc.name}: " + "; ".join(failures))
     cpu_after = _sample_cpu(stack.pids)
     counts_after = redis_counts(stack.redis_port)
-    calls = {name: counts_after[name] - counts_before[name] for name in counts_after}
+    calls = {name: counts_after[name] - counts_before.get(name, 0) for name in counts_after}
     return _summarize(
         sc, gathered, cpu_after, cpu_before, calls, nominal, started, outcome, rss_before
     )
@@ -188,6 +193,7 @@ def _summarize(
     rss_before: int,
 ) -> dict[str, Any]:
     latencies = sorted(v / 1000 for r in gathered for v in r.latencies_us)
+    first_token = sorted(v for r in gathered for v in r.first_token_ms)
     total = {
         name: sum(getattr(r, name) for r in gathered)
         for name in (
@@ -230,6 +236,10 @@ def _summarize(
         "nominal_s": nominal,
         "wall_s": (end_ns - start_ns) / 1e9 if end_ns else time.monotonic() - started,
         "reply_s_p50": report.percentile(sorted(s for r in gathered for s in r.reply_seconds), 0.5),
+        "first_token_ms": {
+            "p50": report.percentile(first_token, 0.5),
+            "p99": report.percentile(first_token, 0.99),
+        },
         "latency_ms": {
             "p50": report.percentile(latencies, 0.5),
             "p90": report.percentile(latencies, 0.9),
@@ -246,9 +256,9 @@ def _summarize(
             if per_token and sc.kind is not JobKind.DIRECT
             else None
         ),
-        "redis": redis,
+        "redis": {name: count for name, count in redis.items() if count},
         "redis_per_upstream_token": (
-            {name: count / upstream_tokens for name, count in redis.items()}
+            {name: count / upstream_tokens for name, count in redis.items() if ":" not in name}
             if sc.kind in (JobKind.CHAT, JobKind.FANOUT)
             else None
         ),
@@ -266,7 +276,13 @@ def _summarize(
     if sc.kind is JobKind.IDLE:
         result["rss_before_kib"] = rss_before
         result["rss_after_kib"] = outcome["rss_after_kib"]
+        result["rss_half_kib"] = outcome["rss_half_kib"]
         result["rss_per_connection_kib"] = (outcome["rss_after_kib"] - rss_before) / sc.count
+        # The second half alone: without the one-off costs of the first connections.
+        second_half = sc.count - sum(c // 2 for c in _split(sc.count, sc.workers))
+        result["rss_per_added_connection_kib"] = (
+            outcome["rss_after_kib"] - outcome["rss_half_kib"]
+        ) / second_half
     return result
 
 
@@ -289,6 +305,8 @@ def _add_baselines(results: list[dict[str, Any]]) -> None:
 def _progress(r: dict[str, Any], seconds: float) -> None:
     lat = r["latency_ms"]
     p99 = "-" if lat["p99"] is None else f"{lat['p99']:.1f} ms"
+    first = r["first_token_ms"]["p99"]
+    p99 += "" if first is None else f", first token p99 {first:.0f} ms"
     print(
         f"bench: {r['name']:<16} done in {seconds:5.1f} s: {r['streams']} streams, "
         f"{r['received']} tokens, p99 {p99}, wall {r['wall_s']:.2f} s, "
