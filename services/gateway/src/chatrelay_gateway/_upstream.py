@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import msgspec
 from chatrelay_common import Usage
-from httpx_sse import EventSource, SSEError
 
 __all__ = ["Completion", "UpstreamConfig", "UpstreamError", "normalize_base_url", "stream_chat"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _WHOLE_ANSWER_LIMIT = 8 * 1024 * 1024
+_EVENT_STREAM = "text/event-stream"
 _KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{4,}")
 
 
@@ -139,7 +139,10 @@ def _decode_chunk(data: bytes | str) -> _Chunk:
         return _chunk_decoder.decode(data)
     except msgspec.ValidationError:
         raise UpstreamError("upstream_protocol", "The upstream sent an unexpected chunk") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        if isinstance(data, bytes):
+            # Maybe text that is not UTF-8: read it as a text decoder would (U+FFFD for bad bytes).
+            return _decode_chunk(data.decode(errors="replace"))
         raise UpstreamError(
             "upstream_protocol", "The upstream sent data that is not JSON"
         ) from None
@@ -307,31 +310,54 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
             on_text(choice.message.content)
         return Completion(choice.finish_reason or "stop", _usage_of(whole))
 
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    try:
-        async for sse in EventSource(response).aiter_sse():
-            if sse.data == "[DONE]":
-                return Completion(finish_reason or "stop", usage)
-            if not sse.data:
-                continue
-            chunk = _decode_chunk(sse.data)
-            if chunk.error is not None:
-                raise _error_object(chunk.error)
-            choices = chunk.choices or []
-            if choices and choices[0].delta is not None and choices[0].delta.content:
-                on_text(choices[0].delta.content)
-            for choice in choices:
-                finish_reason = choice.finish_reason or finish_reason
-            usage = _usage_of(chunk) or usage
-    except SSEError:
+    if _EVENT_STREAM not in content_type.partition(";")[0]:
         raise UpstreamError(
             "upstream_protocol",
             f"The upstream answered {content_type or 'no content type'}, not an event stream",
-        ) from None
+        )
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    async for data in _event_data(response):
+        if data == b"[DONE]":
+            return Completion(finish_reason or "stop", usage)
+        chunk = _decode_chunk(data)
+        if chunk.error is not None:
+            raise _error_object(chunk.error)
+        choices = chunk.choices or []
+        if choices and choices[0].delta is not None and choices[0].delta.content:
+            on_text(choices[0].delta.content)
+        for choice in choices:
+            finish_reason = choice.finish_reason or finish_reason
+        usage = _usage_of(chunk) or usage
     if finish_reason is not None:
         # Some servers close right after the final chunk without sending [DONE].
         return Completion(finish_reason, usage)
     raise UpstreamError(
         "upstream_incomplete", "The upstream ended the answer early; the partial answer is kept"
     )
+
+
+async def _event_data(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The non-empty ``data`` of each server-sent event, as bytes (its lines joined by
+    ``\n``). Only ``data`` matters here, so the other fields and comments are skipped; lines
+    end in CRLF, LF or CR, as the SSE format allows. Leaner than a general SSE client: no
+    text decoding (the JSON decoder reads bytes) and no object per line or event."""
+    pending = b""
+    data: list[bytes] = []
+    async for chunk in response.aiter_bytes():
+        text = pending + chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
+        held = b"\r" if text.endswith(b"\r") else b""
+        text = text[: len(text) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, partial = text.split(b"\n")
+        pending = partial + held
+        for line in lines:
+            if not line:  # the end of an event
+                joined = b"\n".join(data)
+                data.clear()
+                if joined:
+                    yield joined
+                continue
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
