@@ -67,8 +67,9 @@ async def test_the_fake_streams_every_token_once_stamped_at_its_emit_time() -> N
     assert [i for i, _ in stamps] == list(range(20))
     times = [ns for _, ns in stamps]
     assert before < times[0] <= times[-1] < after
-    # Scheduled 5 ms apart against absolute times: the 20th is at least 95 ms after the 1st.
-    assert times[-1] - times[0] >= 95_000_000
+    # Scheduled 5 ms apart against absolute times: the 20th comes 95 ms after the 1st (less
+    # the event loop's timer slack of a millisecond or so: a lower bound only).
+    assert times[-1] - times[0] >= 90_000_000
     assert b'"finish_reason":"stop"' in body
     assert b'"completion_tokens": 20' in body
     assert body.endswith(b"data: [DONE]\n\n")
