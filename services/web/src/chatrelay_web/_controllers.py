@@ -16,10 +16,10 @@ from litestar.exceptions import (
     ServiceUnavailableException,
 )
 from litestar.handlers import BaseRouteHandler
-from litestar.response import File, Redirect, ServerSentEvent
+from litestar.response import File, Redirect
 from redis.exceptions import RedisError
 
-from ._events import StreamTiming, session_stream
+from ._events import EventStream, StreamTiming
 from ._fanout import Fanout
 from ._settings import WebSettings
 
@@ -75,7 +75,7 @@ class EventsController(Controller):
         store: SessionStore,
         fanout: Fanout,
         settings: WebSettings,
-    ) -> ServerSentEvent:
+    ) -> EventStream:
         last_event_id = _last_event_id(request)
         unavailable = ServiceUnavailableException(detail="Live events are unavailable; retry soon")
         if not is_session_id(session_id):
@@ -89,8 +89,7 @@ class EventsController(Controller):
         if not fanout.connected:
             raise unavailable
         timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
-        stream = session_stream(store, fanout, session_id, last_event_id, timing)
-        return ServerSentEvent(stream)
+        return EventStream(store, fanout, session_id, last_event_id, timing)
 
 
 class PageController(Controller):

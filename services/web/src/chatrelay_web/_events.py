@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from chatrelay_common import (
@@ -19,12 +20,12 @@ from chatrelay_common import (
     encode_data,
     encode_sse,
 )
-from litestar.response import ServerSentEventMessage
+from litestar.types import Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from ._fanout import Fanout, FanoutUnavailableError, Subscriber
 
-__all__ = ["EncodedEvent", "StreamTiming", "session_stream"]
+__all__ = ["EventStream", "StreamTiming", "session_stream"]
 
 HEARTBEAT = b": ping\n\n"
 # Reconnect after 1 s rather than the browser's default of about 3 s.
@@ -34,15 +35,13 @@ _REPLAY_PAGE = 500
 logger = logging.getLogger("chatrelay.web")
 
 
-class EncodedEvent(ServerSentEventMessage):
-    """Bytes already in SSE form, written as they are: an event is encoded once in the
-    fan-out, not once per connection."""
-
-    def __init__(self, frame: bytes) -> None:
-        self.frame = frame
-
-    def encode(self) -> bytes:
-        return self.frame
+# What Litestar's ServerSentEvent answered with before (the API names these headers).
+_HEADERS = [
+    (b"cache-control", b"no-cache"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
 
 
 _IN_FLIGHT_AFTER = {Start.name: True, Delta.name: True, Done.name: False, ErrorEvent.name: False}
@@ -112,30 +111,77 @@ async def session_stream(
     session_id: str,
     last_event_id: int | None,
     timing: StreamTiming,
-) -> AsyncIterator[EncodedEvent]:
+    gone: asyncio.Future[None],
+) -> AsyncGenerator[bytes, None]:
     """Subscribe first, then send the snapshot (or the log after ``last_event_id``), then live
     events, skipping any the client already has. When Redis fails the stream just ends: the
-    browser reconnects with ``Last-Event-ID`` and resumes without a gap."""
+    browser reconnects with ``Last-Event-ID`` and resumes without a gap. It also ends once
+    ``gone`` (the client disconnected) is done."""
     try:
         async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
-            if last_event_id is None:
-                snapshot = await _snapshot_frame(store, session_id)
-                last, in_flight = snapshot.seq, snapshot.in_flight
-                yield EncodedEvent(RETRY + snapshot.frame)
-            else:
-                yield EncodedEvent(RETRY)
-                last = last_event_id
-                in_flight = await _in_flight_at(store, session_id, last)
-                async for replayed in _replay(store, session_id, last, in_flight):
-                    yield EncodedEvent(replayed.frame)
-                    last, in_flight = replayed.seq, replayed.in_flight
-            live = _Live(store, session_id, subscriber, last, in_flight)
-            async for frames in live.frames(timing):
-                yield EncodedEvent(frames)
+            gone.add_done_callback(subscriber.close)
+            try:
+                if last_event_id is None:
+                    snapshot = await _snapshot_frame(store, session_id)
+                    last, in_flight = snapshot.seq, snapshot.in_flight
+                    yield RETRY + snapshot.frame
+                else:
+                    yield RETRY
+                    last = last_event_id
+                    in_flight = await _in_flight_at(store, session_id, last)
+                    async for replayed in _replay(store, session_id, last, in_flight):
+                        yield replayed.frame
+                        last, in_flight = replayed.seq, replayed.in_flight
+                live = _Live(store, session_id, subscriber, last, in_flight)
+                async for frames in live.frames(timing):
+                    yield frames
+            finally:
+                gone.remove_done_callback(subscriber.close)
     except SessionNotFoundError:
         return
     except (FanoutUnavailableError, RedisError, OSError) as exc:
         logger.warning("ending the events stream of a session: %s", exc)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStream:
+    """The events response as a bare ASGI app: the stream's bytes go to ``send`` as they
+    are, with no per-write wrapping, and one small task per connection watches for the
+    client leaving. Thousands of these stay open at once, so each costs little."""
+
+    __slots__ = ("_fanout", "_last_event_id", "_session_id", "_store", "_timing")
+
+    def __init__(
+        self,
+        store: SessionStore,
+        fanout: Fanout,
+        session_id: str,
+        last_event_id: int | None,
+        timing: StreamTiming,
+    ) -> None:
+        self._store = store
+        self._fanout = fanout
+        self._session_id = session_id
+        self._last_event_id = last_event_id
+        self._timing = timing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        stream = session_stream(
+            self._store, self._fanout, self._session_id, self._last_event_id, self._timing, gone
+        )
+        try:
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
 
 
 class _Live:

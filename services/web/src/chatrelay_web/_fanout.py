@@ -106,6 +106,11 @@ class Subscriber:
         self.queued_bytes = 0
         return batch
 
+    def close(self, _: object = None) -> None:
+        """End the stream (also a done callback: the client left)."""
+        self.put(None)
+        self.wake()
+
     def discard(self) -> None:
         """Drop its timer: the connection is gone."""
         if self._timer is not None:
@@ -262,8 +267,7 @@ class Fanout:
                     subscriber.queued_bytes,
                 )
                 self._leave(key, subscriber)
-                subscriber.put(None)
-                subscriber.wake()
+                subscriber.close()
             else:
                 subscriber.put(event)
         if not self._unflushed:
@@ -281,8 +285,7 @@ class Fanout:
     def _close_all(self) -> None:
         for state in self._channels.values():
             for subscriber in state.subscribers:
-                subscriber.put(None)
-                subscriber.wake()
+                subscriber.close()
             if not state.confirmed.done():
                 state.confirmed.set_exception(FanoutUnavailableError("Redis connection lost"))
                 state.confirmed.exception()  # retrieved: nobody else may await it
