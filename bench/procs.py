@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "descendants", "redis_counts", "rss_kib"]
+__all__ = ["cpu_seconds", "descendants", "machine_busy_seconds", "redis_counts", "rss_kib"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -20,6 +20,13 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = text.rpartition(")")[2].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14, 15 counted from 1
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core has spent on anything but idle and I/O wait (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 def rss_kib(pid: int) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CDF_POINTS", "cdf", "percentile", "plot", "table", "write_json"]
+__all__ = ["CDF_POINTS", "cdf", "percentile", "plot", "serving", "table", "write_json"]
 
 CDF_POINTS = 200
 OURS = ("gateway", "web", "redis", "nginx")
@@ -30,6 +30,11 @@ def cdf(ordered: Sequence[float]) -> list[float]:
     return [float(percentile(ordered, (i + 1) / CDF_POINTS) or 0.0) for i in range(CDF_POINTS)]
 
 
+def serving(kind: str) -> tuple[str, ...]:
+    """The processes a scenario's tokens pass through, the fake and the client included."""
+    return (*{"direct": (), "relay": PLAIN}.get(kind, OURS), "fake", "client")
+
+
 def _ms(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
@@ -44,7 +49,7 @@ def table(results: list[dict[str, Any]]) -> str:
     head = (
         "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal; vs relay 100) "
         "| CPU ms/token: ours (per process) | Redis per upstream token: round trips "
-        "(scripts, commands) | client CPU s "
+        "(scripts, commands) | CPU s: client / others "
         "| lost / dup |"
     )
     lines = [head, "|" + "---|" * 9]
@@ -53,7 +58,7 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         lat = r["latency_ms"]
         per = r["cpu_ms_per_token"]
-        shown = {"direct": ("fake",), "relay": PLAIN}.get(r["kind"], OURS)
+        shown = [role for role in serving(r["kind"]) if role not in ("fake", "client")]
         detail = ", ".join(f"{role} {per[role]:.3f}" for role in shown if role in per)
         wall = f"{r['wall_s']:.2f} ({r['nominal_s']:.1f}"
         wall += f"; {r['wall_vs_relay']:.2f}x relay)" if "wall_vs_relay" in r else ")"
@@ -64,7 +69,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {_ms(lat.get('added_p50'), True)} / {_ms(lat.get('added_p99'), True)} "
             f"| {wall} "
             f"| {'-' if ours is None else f'{ours:.3f}'} ({detail or '-'}) "
-            f"| {'-' if redis is None else _redis(redis)} | {r['client_cpu_s']:.1f} "
+            f"| {'-' if redis is None else _redis(redis)} "
+            f"| {r['client_cpu_s']:.1f} / {r['others_cpu_s']:.1f} "
             f"| {r['lost']} / {r['duplicated']} |"
         )
     extra = []
@@ -104,18 +110,25 @@ def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]
     import matplotlib.pyplot as plt
 
     streamed = [r for r in results if r["kind"] != "idle" and r["cdf_ms"]]
-    fig, ax = plt.subplots(figsize=(10, 6))
-    for r in streamed:
-        points = r["cdf_ms"]
-        ys = [(i + 1) / len(points) for i in range(len(points))]
-        ax.plot([max(p, 0.01) for p in points], ys, label=r["name"])
-    ax.set_xscale("log")
-    ax.set_xlabel("per-token latency, emit → arrival at the client (ms, log)")
-    ax.set_ylabel("fraction of tokens")
-    ax.set_title("Per-token latency CDF")
-    ax.grid(True, which="both", alpha=0.3)
-    if streamed:
-        ax.legend(fontsize=7, ncol=2)
+    panels = (
+        ("replies: direct, plain relay, chatrelay (nginx TLS)", "fanout", False),
+        ("one session fanned out by one web process", "fanout", True),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+    for ax, (title, kind, wanted) in zip(axes, panels, strict=True):
+        shown = [r for r in streamed if (r["kind"] == kind) == wanted]
+        for r in shown:
+            points = r["cdf_ms"]
+            ys = [(i + 1) / len(points) for i in range(len(points))]
+            ax.plot([max(p, 0.01) for p in points], ys, label=r["name"])
+        ax.set_xscale("log")
+        ax.set_xlabel("per-token latency, emit → arrival at the client (ms, log)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        if shown:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("fraction of tokens")
+    fig.suptitle("Per-token latency CDF")
     latency = out_dir / f"{stamp}-latency-cdf.png"
     fig.tight_layout()
     fig.savefig(latency, dpi=110)
@@ -126,12 +139,15 @@ def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]
     names = [r["name"] for r in streamed]
     bottoms = [0.0] * len(streamed)
     for role in roles:
-        values = [r["cpu_ms_per_token"].get(role, 0.0) for r in streamed]
+        values = [
+            r["cpu_ms_per_token"].get(role, 0.0) if role in serving(r["kind"]) else 0.0
+            for r in streamed
+        ]
         if any(values):
             ax.bar(names, values, bottom=bottoms, label=role)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     ax.set_ylabel("CPU ms per delivered token")
-    ax.set_title("CPU per delivered token, per process")
+    ax.set_title("CPU per delivered token, per process (those serving the scenario)")
     ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     if streamed:
         ax.legend(fontsize=8)

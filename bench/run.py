@@ -28,7 +28,7 @@ from typing import Any
 
 from . import report
 from .client import BARRIER_TIMEOUT, Endpoint, Job, JobKind, WorkerResult, http_request, run_worker
-from .procs import cpu_seconds, redis_counts, rss_kib
+from .procs import cpu_seconds, machine_busy_seconds, redis_counts, rss_kib
 from .stack import ROOT, Stack, run_stack
 from .tokens import model_name, parse_model
 
@@ -94,6 +94,17 @@ def _sample_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     return {role: sum(cpu_seconds(pid) for pid in group) for role, group in pids.items()}
 
 
+def _settle(pids: dict[str, list[int]]) -> None:
+    """Wait (10 s at most) until the stack is quiet, e.g. done closing the last scenario's
+    connections, so that work is not counted against the next one."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        before = sum(_sample_cpu(pids).values())
+        time.sleep(0.3)
+        if sum(_sample_cpu(pids).values()) - before < 0.03:
+            return
+
+
 def _post(endpoint: Endpoint, path: str, body: dict[str, Any], expect: int) -> bytes:
     status, answer = asyncio.run(http_request(endpoint, "POST", path, body))
     if status != expect:
@@ -146,6 +157,7 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
     try:
         barrier.wait(BARRIER_TIMEOUT)
         cpu_before = _sample_cpu(stack.pids)
+        busy_before = machine_busy_seconds()
         counts_before = redis_counts(stack.redis_port)
         started = time.monotonic()
         if sc.kind is JobKind.FANOUT:
@@ -174,6 +186,7 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
     if failures:
         raise RuntimeError(f"{sc.name}: " + "; ".join(failures))
     cpu_after = _sample_cpu(stack.pids)
+    outcome["busy_s"] = machine_busy_seconds() - busy_before
     counts_after = redis_counts(stack.redis_port)
     calls = {name: counts_after[name] - counts_before.get(name, 0) for name in counts_after}
     return _summarize(
@@ -250,6 +263,9 @@ def _summarize(
         "cdf_ms": report.cdf(latencies),
         "cpu_s": cpu,
         "client_cpu_s": cpu["client"],
+        # What else ran on the machine meanwhile (other users' work): the figures above
+        # are only as clean as this is small.
+        "others_cpu_s": max(0.0, outcome["busy_s"] - sum(cpu.values())),
         "cpu_ms_per_token": per_token,
         "cpu_ms_per_token_serving": (
             sum(per_token.get(role, 0.0) for role in serving)
@@ -310,7 +326,8 @@ def _progress(r: dict[str, Any], seconds: float) -> None:
     print(
         f"bench: {r['name']:<16} done in {seconds:5.1f} s: {r['streams']} streams, "
         f"{r['received']} tokens, p99 {p99}, wall {r['wall_s']:.2f} s, "
-        f"lost {r['lost']}, dup {r['duplicated']}, client CPU {r['client_cpu_s']:.1f} s"
+        f"lost {r['lost']}, dup {r['duplicated']}, client CPU {r['client_cpu_s']:.1f} s, "
+        f"others' CPU {r['others_cpu_s']:.1f} s"
         + (f", errors: {r['errors']}" if r["errors"] else ""),
         flush=True,
     )
@@ -347,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     with run_stack(args.out / "run", models) as stack:
         print(f"bench: stack up; pids {stack.pids}", flush=True)
         for sc in chosen:
+            _settle(stack.pids)
             t0 = time.monotonic()
             result = run_scenario(sc, stack)
             results.append(result)
