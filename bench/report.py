@@ -47,7 +47,7 @@ def _redis(per_token: dict[str, float]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal; vs relay 100) "
+        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal; vs relay) "
         "| CPU ms/token: ours (per process) | Redis per upstream token: round trips "
         "(scripts, commands) | CPU s: client / others "
         "| lost / dup |"

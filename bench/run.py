@@ -32,7 +32,7 @@ from .procs import cpu_seconds, machine_busy_seconds, redis_counts, rss_kib
 from .stack import ROOT, Stack, run_stack
 from .tokens import model_name, parse_model
 
-__all__ = ["Scenario", "main"]
+__all__ = ["Scenario", "lost_or_duplicated", "main", "scenarios"]
 
 REPLY = model_name(200, 10)  # 200 tokens, 10 ms apart: a 2 s answer at 100 tokens/s
 FANOUT_REPLY = model_name(500, 10)  # 5 s at 100 tokens/s on one session
@@ -333,6 +333,12 @@ def _progress(r: dict[str, Any], seconds: float) -> None:
     )
 
 
+def lost_or_duplicated(results: list[dict[str, Any]]) -> list[str]:
+    """The scenarios that fail the run: a token lost or delivered twice, or an event lost (a
+    gap in a tab's ids, which are consecutive). Never timing."""
+    return [r["name"] for r in results if r["lost"] or r["duplicated"] or r["id_gaps"]]
+
+
 def _machine() -> dict[str, Any]:
     cpu_model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(results))
     print(f"\nbench: wrote {path} and {', '.join(str(p) for p in plots)}")
-    bad = [r["name"] for r in results if r["lost"] or r["duplicated"]]
+    bad = lost_or_duplicated(results)
     if bad:
         print(f"bench: FAILED: lost or duplicated tokens in {', '.join(bad)}", file=sys.stderr)
         return 1

@@ -3,10 +3,10 @@
 BENCH_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl
 
 .PHONY: bench bench-smoke
-bench: venv ## Benchmark (~5 min): 1/10/100 replies x 1/3 tabs, fan-out 1k/4k, idle, catch-up; table + bench-results/
+bench: venv ## Benchmark (~2 min): 1/10/100 replies x 1/3 tabs, fan-out 1k/4k, idle, catch-up; table + bench-results/
 	scripts/system-deps.sh $(BENCH_SYSTEM_DEPS)
 	$(PY) -m bench.run
 
-bench-smoke: venv ## Benchmark subset (~30 s, CI): fails only on a lost or duplicated token, never on timing
+bench-smoke: venv ## Benchmark subset (~25 s, CI): fails only on a lost or duplicated token, never on timing
 	scripts/system-deps.sh $(BENCH_SYSTEM_DEPS)
 	$(PY) -m bench.run --smoke

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from array import array
 
+from bench.client import JobKind
 from bench.report import percentile
+from bench.run import lost_or_duplicated, scenarios
 from bench.scan import ChunkedDecoder, StreamFormat, TabScan
 from bench.tokens import model_name, parse_model, token_text
 
@@ -97,3 +99,21 @@ def test_model_names_and_percentiles() -> None:
         99.0,
         None,
     )
+
+
+def test_only_lost_or_duplicated_tokens_fail_a_run() -> None:
+    fine = {"lost": 0, "duplicated": 0, "id_gaps": 0, "wall_s": 2.0}
+    slow = {**fine, "name": "slow", "wall_s": 99.0}
+    lost = {**fine, "name": "lost", "lost": 1}
+    twice = {**fine, "name": "twice", "duplicated": 3}
+    gap = {**fine, "name": "gap", "id_gaps": 1}
+    assert lost_or_duplicated([slow]) == []
+    assert lost_or_duplicated([slow, lost, twice, gap]) == ["lost", "twice", "gap"]
+
+
+def test_the_smoke_subset_covers_every_kind_of_scenario() -> None:
+    kinds = {sc.kind for sc in scenarios(smoke=True)}
+    assert kinds == set(JobKind)
+    assert {(sc.count, sc.tabs) for sc in scenarios(smoke=False) if sc.kind is JobKind.CHAT} == {
+        (c, t) for c in (1, 10, 100) for t in (1, 3)
+    }
