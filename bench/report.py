@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CDF_POINTS", "cdf", "percentile", "plot", "serving", "table", "write_json"]
+__all__ = [
+    "CDF_POINTS",
+    "cdf",
+    "goals",
+    "goals_text",
+    "percentile",
+    "plot",
+    "serving",
+    "table",
+    "write_json",
+]
 
 CDF_POINTS = 200
 OURS = ("gateway", "web", "redis", "nginx")
@@ -158,3 +168,68 @@ def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]
     for source in (latency, cpu):
         (out_dir / source.name.replace(stamp, "latest")).write_bytes(source.read_bytes())
     return [latency, cpu]
+
+
+def _find(results: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((r for r in results if r["name"] == name), None)
+
+
+def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 8's goals, each measured against this run (informational: a run never fails on
+    them). A goal whose scenarios did not run is left out."""
+
+    def get(name: str, *path: str) -> float | None:
+        found: Any = _find(results, name)
+        for key in path:
+            found = None if found is None else found.get(key)
+        return None if found is None else float(found)
+
+    relay_wall = get("relay 100", "wall_s")
+    wall_100x3 = get("chatrelay 100x3", "wall_s")
+    lost_100x3 = _find(results, "chatrelay 100x3")
+    checks: list[tuple[str, float | None, float]] = [
+        (
+            "100x3: wall time / the plain relay's at 100x1",
+            None if relay_wall is None or wall_100x3 is None else wall_100x3 / relay_wall,
+            1.0,
+        ),
+        ("100x3: added latency p99, ms", get("chatrelay 100x3", "latency_ms", "added_p99"), 50),
+        (
+            "100x3: tokens lost + duplicated",
+            None if lost_100x3 is None else lost_100x3["lost"] + lost_100x3["duplicated"],
+            0,
+        ),
+        (
+            "100x1: CPU ms per delivered token (ours)",
+            get("chatrelay 100x1", "cpu_ms_per_token_serving"),
+            0.12,
+        ),
+        (
+            "100x3: CPU ms per delivered token (ours)",
+            get("chatrelay 100x3", "cpu_ms_per_token_serving"),
+            0.05,
+        ),
+        (
+            "100x1: Redis round trips per upstream token",
+            get("chatrelay 100x1", "redis_per_upstream_token", "reads"),
+            0.2,
+        ),
+        ("fan-out 1000: added p99, ms", get("fan-out 1000", "latency_ms", "added_p99"), 50),
+        ("fan-out 4000: added p99, ms", get("fan-out 4000", "latency_ms", "added_p99"), 100),
+        ("idle: KiB per added connection", get("idle 5000", "rss_per_added_connection_kib"), 12),
+        ("catch-up 100: new tab live, p95 ms", get("catch-up 100", "catchup_ms", "live_p95"), 150),
+        ("1x3: added latency p99, ms", get("chatrelay 1x3", "latency_ms", "added_p99"), 3),
+    ]
+    return [
+        {"goal": goal, "measured": measured, "target": target, "met": measured <= target}
+        for goal, measured, target in checks
+        if measured is not None
+    ]
+
+
+def goals_text(found: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"- {'met ' if g['met'] else 'MISS'} {g['goal']}: {g['measured']:.3g} "
+        f"(goal <= {g['target']:g})"
+        for g in found
+    )

@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             _progress(result, time.monotonic() - t0)
     _add_baselines(results)
+    goals = report.goals(results)
     document = {
         "stamp": stamp,
         "mode": "smoke" if args.smoke else "full",
@@ -383,11 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "seconds": time.monotonic() - began,
         "scenarios": results,
+        "goals": goals,
     }
     path = report.write_json(args.out, stamp, document)
     plots = report.plot(args.out, stamp, results)
     print()
     print(report.table(results))
+    if goals:
+        print("\nIssue 8's goals (informational; only lost or duplicated tokens fail a run):")
+        print(report.goals_text(goals))
     print(f"\nbench: wrote {path} and {', '.join(str(p) for p in plots)}")
     bad = lost_or_duplicated(results)
     if bad:

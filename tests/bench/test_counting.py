@@ -7,7 +7,7 @@ from __future__ import annotations
 from array import array
 
 from bench.client import JobKind
-from bench.report import percentile
+from bench.report import goals, percentile
 from bench.run import lost_or_duplicated, scenarios
 from bench.scan import ChunkedDecoder, StreamFormat, TabScan
 from bench.tokens import model_name, parse_model, token_text
@@ -117,3 +117,21 @@ def test_the_smoke_subset_covers_every_kind_of_scenario() -> None:
     assert {(sc.count, sc.tabs) for sc in scenarios(smoke=False) if sc.kind is JobKind.CHAT} == {
         (c, t) for c in (1, 10, 100) for t in (1, 3)
     }
+
+
+def test_goals_are_judged_only_for_scenarios_that_ran() -> None:
+    results = [
+        {"name": "relay 100", "wall_s": 2.0},
+        {
+            "name": "chatrelay 100x3",
+            "wall_s": 3.0,
+            "lost": 0,
+            "duplicated": 0,
+            "latency_ms": {"added_p99": 40.0},
+        },
+    ]
+    assert [(g["goal"], g["measured"], g["met"]) for g in goals(results)] == [
+        ("100x3: wall time / the plain relay's at 100x1", 1.5, False),
+        ("100x3: added latency p99, ms", 40.0, True),
+        ("100x3: tokens lost + duplicated", 0.0, True),
+    ]
