@@ -112,6 +112,8 @@ def _role(cmdline: str) -> str | None:
 @contextlib.contextmanager
 def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh Redis each run: the last run's sessions would only slow its start and grow it.
+    shutil.rmtree(run_dir / "dev" / "redis", ignore_errors=True)
     ports = {
         name: _free_port()
         for name in (
