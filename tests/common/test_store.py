@@ -17,6 +17,7 @@ from chatrelay_common import (
     Usage,
     decode_wire,
 )
+from chatrelay_common._keys import LEASES
 from redis.asyncio import Redis
 
 
@@ -241,3 +242,17 @@ async def test_append_deltas_writes_several_sessions_in_one_call_and_skips_a_ret
     assert (await store.snapshot(first)).messages[-1].content == "a1a2a3"
     assert (await store.snapshot(second)).messages[-1].content == "b1"
     assert await store.append_deltas([]) == []
+
+
+async def test_a_delta_extends_a_lease_that_has_run_down(store: SessionStore, redis: Redis) -> None:
+    session = await store.create(SessionSettings(model="m"))
+    _, reply_id = await store.begin_reply(session, model="m", content="hi")
+    lock = SessionKeys(session).lock
+    await redis.pexpire(lock, 1000)  # as if the keepalive had missed its refreshes
+    assert await store.append_delta(session, reply_id, "a", batch=1)
+    lease_ms = round(store.lease_seconds * 1000)
+    assert lease_ms - 1000 < await redis.pttl(lock) <= lease_ms
+    now_ms = (await redis.time())[0] * 1000
+    deadline = await redis.zscore(LEASES, session)
+    assert deadline is not None
+    assert now_ms + lease_ms - 2000 < deadline <= now_ms + lease_ms + 1000

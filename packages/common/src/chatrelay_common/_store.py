@@ -127,16 +127,20 @@ local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
 -- This Redis's run id, read once per script call (INFO is costly to build).
 local run_id = nil
+-- Read once per script call: a call that writes many replies needs it for each.
+local now = nil
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
 end
 -- Drops the oldest entries while the log is over either cap (always keeping the newest, so a
 -- resuming tab can tell where the session is).
-local function trim_log()
+local function trim_log(size)
   local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
   local count = redis.call('XLEN', log_key)
-  local size = tonumber(redis.call('HGET', session_key, 'log_bytes') or '0')
   if count <= max_events and size <= max_bytes then return end
   local cursor = '-'
   while count > 1 and (count > max_events or size > max_bytes) do
@@ -170,8 +174,7 @@ local function emit(name, data)
   skip_ids_after_a_lossy_restart()
   local seq = redis.call('HINCRBY', session_key, 'seq', 1)
   redis.call('XADD', log_key, seq .. '-0', 'e', name, 'd', data)
-  redis.call('HINCRBY', session_key, 'log_bytes', #data)
-  trim_log()
+  trim_log(redis.call('HINCRBY', session_key, 'log_bytes', #data))
   redis.call('PUBLISH', base .. 'events', seq .. ' ' .. name .. ' ' .. data)
   return seq
 end
@@ -185,8 +188,11 @@ local function touch_all()
     redis.call('EXPIRE', base .. 'text:' .. id, ttl)
   end
 end
--- The cheap form for a delta: only the keys it writes (the others were touched at its start).
+-- The cheap form for a delta: only the keys it writes (the others were touched at its start),
+-- and only once the TTL has run down (a second at most): at the pace of tokens, five EXPIREs
+-- per delta would be a good part of its cost.
 local function touch_reply(id)
+  if redis.call('TTL', session_key) >= tonumber(ttl) then return end
   redis.call('EXPIRE', session_key, ttl)
   redis.call('EXPIRE', log_key, ttl)
   redis.call('EXPIRE', base .. 'order', ttl)
@@ -292,17 +298,18 @@ _APPEND_DELTAS = (
     _PRELUDE
     + """
 local function append(reply, text, data, batch)
-  if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
+  local state = redis.call('HMGET', session_key, 'streaming', 'batch')
+  if state[1] ~= reply then return 0 end
   if batch ~= '' then
-    if tonumber(batch) <= tonumber(redis.call('HGET', session_key, 'batch') or '0') then
-      return -1
-    end
+    if tonumber(batch) <= tonumber(state[2] or '0') then return -1 end
     redis.call('HSET', session_key, 'batch', batch)
   end
   redis.call('APPEND', base .. 'text:' .. reply, text)
   redis.call('HINCRBY', session_key, 'bytes', #text)
-  if redis.call('GET', base .. 'lock') == reply then
-    redis.call('PEXPIRE', base .. 'lock', lease_ms)
+  -- The lease is extended as the keepalive does, once a third of it has passed.
+  local lock = base .. 'lock'
+  if redis.call('GET', lock) == reply and redis.call('PTTL', lock) < lease_ms * 2 / 3 then
+    redis.call('PEXPIRE', lock, lease_ms)
     redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
   end
   touch_reply(reply)
