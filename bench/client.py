@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 
 import uvloop
 
+from .h2 import H2Connection
 from .scan import ChunkedDecoder, StreamFormat, TabScan
 from .tokens import parse_model
 
@@ -64,6 +65,7 @@ class Job:
     api: Endpoint | None = None  # where a chat worker creates sessions and posts
     tabs: int = 1
     late_tabs: bool = False  # chat: one more tab per session, opened mid-reply
+    h2: bool = False  # chat: a session's tabs share one HTTP/2 connection
     session_id: str = ""  # fanout, idle
     timeout: float = 120.0
 
@@ -104,13 +106,24 @@ class _Queue(Protocol):
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One per process: making one that loads the system's CA store costs milliseconds."""
+def _ssl_context(h2: bool = False) -> ssl.SSLContext:
+    """One per process and protocol: making one that loads the system's CA store costs
+    milliseconds."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the bench stack's self-signed edge certificate
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2" if h2 else "http/1.1"])
     return context
+
+
+class _Tab(Protocol):
+    """One event stream, over HTTP/1.1 (_StreamProtocol) or HTTP/2 (H2Stream)."""
+
+    scan: TabScan
+    ready: asyncio.Future[None]
+    finished: asyncio.Future[None]
+
+    def close(self) -> None: ...
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -141,6 +154,10 @@ class _StreamProtocol(asyncio.Protocol):
             if not future.done():
                 future.set_result(None)
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
 
 class _Worker:
     def __init__(self, job: Job) -> None:
@@ -168,17 +185,37 @@ class _Worker:
         )
         return protocol
 
-    async def open_tab(self, endpoint: Endpoint, session_id: str) -> _StreamProtocol:
+    async def open_h2(self, endpoint: Endpoint) -> H2Connection:
+        loop = asyncio.get_running_loop()
+        transport, connection = await loop.create_connection(
+            H2Connection,
+            endpoint.host,
+            endpoint.port,
+            ssl=_ssl_context(h2=True),
+            server_hostname="localhost",
+        )
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            raise RuntimeError("the edge did not agree to HTTP/2 (ALPN)")
+        return connection
+
+    async def open_tab(
+        self, endpoint: Endpoint, session_id: str, via: H2Connection | None = None
+    ) -> _Tab:
+        path = f"/api/sessions/{session_id}/events"
+        if via is not None:
+            stream = via.get(path, StreamFormat.CHATRELAY, self.tokens, self.result.latencies_us)
+            self.scans.append(stream.scan)
+            return stream
         request = (
-            f"GET /api/sessions/{session_id}/events HTTP/1.1\r\nHost: localhost\r\n"
-            "Accept: text/event-stream\r\n\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
         ).encode()
         return await self.open(endpoint, StreamFormat.CHATRELAY, request)
 
-    async def wait_ready(self, tabs: list[_StreamProtocol]) -> None:
+    async def wait_ready(self, tabs: list[_Tab]) -> None:
         await asyncio.wait_for(asyncio.gather(*(tab.ready for tab in tabs)), self.job.timeout)
 
-    async def wait_finished(self, tabs: list[_StreamProtocol]) -> None:
+    async def wait_finished(self, tabs: list[_Tab]) -> None:
         waiting = [tab.finished for tab in tabs]
         _, pending = await asyncio.wait(waiting, timeout=self.job.timeout)
         self.result.unfinished += len(pending)
@@ -206,13 +243,15 @@ class _Worker:
             return session_id
 
         sessions = await asyncio.gather(*(new_session() for _ in range(job.count)))
+        # HTTP/2: a browser holds every tab of one origin on one connection; here, a session's.
+        h2 = {sid: await self.open_h2(job.streams) for sid in sessions} if job.h2 else {}
         tabs = {
-            sid: [await self.open_tab(job.streams, sid) for _ in range(job.tabs)]
+            sid: [await self.open_tab(job.streams, sid, h2.get(sid)) for _ in range(job.tabs)]
             for sid in sessions
         }
         await self.wait_ready([tab for group in tabs.values() for tab in group])
         await self.start_together(barrier)
-        late: list[_StreamProtocol] = []
+        late: list[_Tab] = []
         stream_seconds = self.tokens * self.interval_ms / 1000
 
         async def reply(session_id: str) -> None:
@@ -227,7 +266,7 @@ class _Worker:
             if job.late_tabs:
                 await asyncio.sleep(random.uniform(0.25, 0.6) * stream_seconds)
                 opened = time.monotonic_ns()
-                tab = await self.open_tab(job.streams, session_id)
+                tab = await self.open_tab(job.streams, session_id, h2.get(session_id))
                 late.append(tab)
                 await tab.ready
                 if tab.scan.snapshot_ns is not None:
@@ -246,6 +285,8 @@ class _Worker:
             asyncio.gather(*(reply(sid) for sid in sessions)), job.timeout + stream_seconds
         )
         await self.wait_finished([tab for group in tabs.values() for tab in group] + late)
+        for connection in h2.values():
+            connection.close()
 
     async def baseline(self, barrier: _Barrier) -> None:
         job = self.job
@@ -264,9 +305,9 @@ class _Worker:
         )
         await self.wait_finished(list(streams))
 
-    async def connect_all(self, count: int) -> list[_StreamProtocol]:
+    async def connect_all(self, count: int) -> list[_Tab]:
         job = self.job
-        tabs: list[_StreamProtocol] = []
+        tabs: list[_Tab] = []
         for start in range(0, count, 200):  # connect in waves: no accept-queue overflow
             wave = range(start, min(count, start + 200))
             tabs += await asyncio.gather(
@@ -292,8 +333,7 @@ class _Worker:
         for _ in range(2):
             await loop.run_in_executor(None, barrier.wait, BARRIER_TIMEOUT)
         for tab in tabs:
-            if tab.transport is not None:
-                tab.transport.close()
+            tab.close()
 
     def finish(self) -> WorkerResult:
         result = self.result

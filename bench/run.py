@@ -48,6 +48,7 @@ class Scenario:
     tabs: int = 1
     model: str = REPLY
     late_tabs: bool = False
+    h2: bool = False
 
     @property
     def streams(self) -> int:
@@ -67,6 +68,7 @@ def scenarios(smoke: bool) -> list[Scenario]:
             Scenario("relay 10", JobKind.RELAY, 10),
             Scenario("chatrelay 10x1", JobKind.CHAT, 10),
             Scenario("chatrelay 10x3", JobKind.CHAT, 10, tabs=3),
+            Scenario("chatrelay 10x3 h2", JobKind.CHAT, 10, tabs=3, h2=True),
             Scenario("catch-up 10", JobKind.CHAT, 10, late_tabs=True),
             Scenario("fan-out 200", JobKind.FANOUT, 200, model=FANOUT_REPLY),
         ]
@@ -79,6 +81,7 @@ def scenarios(smoke: bool) -> list[Scenario]:
         for tabs in (1, 3)
     ]
     found += [
+        Scenario("chatrelay 100x3 h2", JobKind.CHAT, 100, tabs=3, h2=True),
         Scenario("catch-up 100", JobKind.CHAT, 100, late_tabs=True),
         Scenario("fan-out 1000", JobKind.FANOUT, 1000, model=FANOUT_REPLY),
         Scenario("fan-out 4000", JobKind.FANOUT, 4000, model=FANOUT_REPLY),
@@ -137,6 +140,7 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
             api=stack.edge,
             tabs=sc.tabs,
             late_tabs=sc.late_tabs,
+            h2=sc.h2,
             session_id=session_id,
             timeout=60 + 10 * nominal,
         )

@@ -65,16 +65,20 @@ class TabScan:
     for every token that arrives live (not the prefix a snapshot carries).
     """
 
-    def __init__(self, fmt: StreamFormat, expected: int, latencies_us: array[int]) -> None:
+    def __init__(
+        self, fmt: StreamFormat, expected: int, latencies_us: array[int], *, head: bool = True
+    ) -> None:
+        """``head``: the bytes start with an HTTP/1.1 response head (not so over HTTP/2,
+        whose DATA frames carry the body alone)."""
         self.fmt = fmt
         self.expected = expected
         self._latencies = latencies_us
         self._seen = bytearray(expected)
         self._head = b""
-        self._head_done = False
+        self._head_done = not head
         self._decoder: ChunkedDecoder | None = None
         self._buf = b""
-        self.status = 0
+        self.status = 0 if head else 200
         self.last_id: int | None = None
         self.id_gaps = 0  # an id more than one above the previous one
         self.id_repeats = 0  # an id not above the previous one
