@@ -125,7 +125,7 @@ class _Writer:
         job.written.clear()
         self._pending[job] = None
         self._ready.set()
-        if self._task is None:
+        if self._task is None or self._task.done():  # first use, or after aclose
             self._task = asyncio.create_task(self._run(), name="reply writer")
 
     async def aclose(self) -> None:
@@ -176,7 +176,8 @@ class _Writer:
         except BaseException:
             now = asyncio.get_running_loop().time()
             for job in jobs:
-                job.failing_since = job.failing_since or now
+                if job.failing_since is None:
+                    job.failing_since = now
             raise
         for job in jobs:
             job.unconfirmed.clear()
