@@ -34,6 +34,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 LOGS = ARTIFACTS / "browser-logs"
 UPSTREAM_KEY = "sk-browser-test-key-0123456789"
 UPSTREAM_MODEL = "fake-gpt"
+# Only a label here: the page shows a demo badge for this name.
+DEMO_MODEL = "chatrelay-demo"
 # Variables of the developer's shell that would change what the services do.
 _SCRUB = ("OPENAI_", "SITE_PASSWORD", "GATEWAY_", "WEB_", "REDIS_URL", "HTTPS_PORT", "CHATRELAY_")
 # The smallest event log the services accept: a tab away for longer gets `reset` + snapshot.
@@ -124,6 +126,8 @@ def run_stack(
             "OPENAI_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
             "OPENAI_API_KEY": UPSTREAM_KEY,
             "OPENAI_MODEL": UPSTREAM_MODEL,
+            # The settings test switches a session to the demo model's name (only a label).
+            "OPENAI_MODELS": f"{UPSTREAM_MODEL},{DEMO_MODEL}",
             "CHATRELAY_LOG_MAX_EVENTS": str(LOG_MAX_EVENTS),
             "PYTHONUNBUFFERED": "1",
         }

@@ -881,7 +881,24 @@
     }
   }
 
+  // The models the gateway allows (OPENAI_MODELS), offered in the settings' model field.
+  async function loadModelOptions() {
+    let listed;
+    try {
+      listed = await api("GET", "/api/models");
+    } catch (_err) {
+      return; // the field still takes free text; the server names the allowed ones on a 422
+    }
+    const list = $("model-options");
+    list.replaceChildren(...listed.models.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      return option;
+    }));
+  }
+
   async function boot() {
+    loadModelOptions();
     renderRecent();
     renderControls();
     const match = location.pathname.match(/^\/s\/([A-Za-z0-9_-]+)\/?$/);
