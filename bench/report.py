@@ -57,7 +57,8 @@ def _redis(per_token: dict[str, float]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| scenario | streams | p50 / p99 ms | added p50 / p99 ms | wall s (nominal; vs relay) "
+        "| scenario | streams | p50 / p99 ms (p99 of each round: min-max) "
+        "| added p50 / p99 ms | wall s (nominal; vs relay) "
         "| CPU ms/token: ours (per process) | Redis per upstream token: round trips "
         "(scripts, commands) | CPU s: client / others "
         "| lost / dup |"
@@ -74,8 +75,10 @@ def table(results: list[dict[str, Any]]) -> str:
         wall += f"; {r['wall_vs_relay']:.2f}x relay)" if "wall_vs_relay" in r else ")"
         ours = r.get("cpu_ms_per_token_serving")
         redis = r.get("redis_per_upstream_token")
+        p99s = [x["p99_ms"] for x in r.get("rounds", []) if x["p99_ms"] is not None]
+        spread = f" ({min(p99s):.1f}-{max(p99s):.1f})" if len(p99s) > 1 else ""
         lines.append(
-            f"| {r['name']} | {r['streams']} | {_ms(lat['p50'])} / {_ms(lat['p99'])} "
+            f"| {r['name']} | {r['streams']} | {_ms(lat['p50'])} / {_ms(lat['p99'])}{spread} "
             f"| {_ms(lat.get('added_p50'), True)} / {_ms(lat.get('added_p99'), True)} "
             f"| {wall} "
             f"| {'-' if ours is None else f'{ours:.3f}'} ({detail or '-'}) "

@@ -5,10 +5,11 @@ is missed or counted twice."""
 from __future__ import annotations
 
 from array import array
+from typing import Any
 
 from bench.client import JobKind
 from bench.report import goals, percentile
-from bench.run import lost_or_duplicated, scenarios
+from bench.run import lost_or_duplicated, median_round, scenarios
 from bench.scan import ChunkedDecoder, StreamFormat, TabScan
 from bench.tokens import model_name, parse_model, token_text
 
@@ -135,3 +136,21 @@ def test_goals_are_judged_only_for_scenarios_that_ran() -> None:
         ("100x3: added latency p99, ms", 40.0, True),
         ("100x3: tokens lost + duplicated", 0.0, True),
     ]
+
+
+def test_the_median_round_is_shown_and_a_loss_in_any_round_counts() -> None:
+    def round_(p99: float, lost: int) -> dict[str, Any]:
+        return {
+            "latency_ms": {"p99": p99},
+            "wall_s": p99 / 10,
+            "others_cpu_s": 0.0,
+            "lost": lost,
+            "duplicated": 0,
+            "id_gaps": 0,
+        }
+
+    chosen = median_round([round_(30.0, 0), round_(90.0, 2), round_(50.0, 0)])
+    assert chosen["latency_ms"]["p99"] == 50.0
+    assert chosen["wall_s"] == 5.0
+    assert chosen["lost"] == 2
+    assert [r["p99_ms"] for r in chosen["rounds"]] == [30.0, 90.0, 50.0]
