@@ -149,3 +149,30 @@ async def test_a_take_with_a_deadline_and_no_events_returns_empty_at_the_deadlin
         (event,) = await asyncio.wait_for(subscriber.take(loop.time() + 30), 5)
         assert event is not None
         assert event.seq == 1
+
+
+async def test_a_channels_flushes_are_spaced_by_its_connection_count(
+    redis_server_url: str, redis: Redis
+) -> None:
+    """With a spacing of 1 s per connection, events published right after a flush wake the
+    waiting tab only at the next one, a second later, and arrive there together."""
+    loop = asyncio.get_running_loop()
+    async with (
+        open_redis(redis_server_url, retry=False) as client,
+        running(Fanout(client, flush_spacing=1.0)) as fanout,
+        fanout.subscribe(CHANNEL) as subscriber,
+    ):
+        await redis.publish(CHANNEL, encode_wire(1, "delta", b"{}"))
+        (first,) = await asyncio.wait_for(subscriber.take(), 5)
+        flushed = loop.time()
+        waiting = asyncio.create_task(subscriber.take())
+        await asyncio.sleep(0)
+        await redis.publish(CHANNEL, encode_wire(2, "delta", b"{}"))
+        await redis.publish(CHANNEL, encode_wire(3, "delta", b"{}"))
+        batch = await asyncio.wait_for(waiting, 10)
+        waited = loop.time() - flushed
+        print(f"the second flush came {waited:.3f} s after the first")
+        assert first is not None
+        assert first.seq == 1
+        assert [None if event is None else event.seq for event in batch] == [2, 3]
+        assert waited >= 0.95

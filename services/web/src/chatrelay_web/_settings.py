@@ -3,7 +3,7 @@ from __future__ import annotations
 from chatrelay_common import ServiceSettings
 from pydantic import Field
 
-from ._fanout import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_BACKLOG_BYTES
+from ._fanout import DEFAULT_FLUSH_SPACING, DEFAULT_MAX_BACKLOG, DEFAULT_MAX_BACKLOG_BYTES
 
 __all__ = ["WebSettings"]
 
@@ -23,3 +23,8 @@ class WebSettings(ServiceSettings):
     )
     # A stream with a reply in flight that hears nothing this long re-checks the session log.
     stall_seconds: float = Field(default=3.0, gt=0, validation_alias="WEB_STALL_SECONDS")
+    # Seconds between one session's flushes to its tabs, per open tab: with many tabs on one
+    # session, events closer together than this are written together (one write per tab).
+    flush_spacing: float = Field(
+        default=DEFAULT_FLUSH_SPACING, ge=0, le=1e-3, validation_alias="WEB_FLUSH_SPACING_SECONDS"
+    )

@@ -22,6 +22,8 @@ from ._settings import WebSettings
 
 __all__ = ["create_app"]
 
+_GC_YOUNG_THRESHOLD = 50_000
+
 
 def create_app(settings: WebSettings | None = None) -> Litestar:
     settings = settings or WebSettings()
@@ -33,12 +35,17 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
                 redis,
                 max_backlog=settings.max_backlog,
                 max_backlog_bytes=settings.max_backlog_bytes,
+                flush_spacing=settings.flush_spacing,
             )
             app.state.fanout = fanout
             reader = asyncio.create_task(fanout.run())
             # Everything alive now (modules, the app, its routes) lives as long as the
             # process: keep it out of every future collection, whose cost grows with it.
             gc.freeze()
+            # A flush allocates a future and a list per connection: with the default 700,
+            # young collections run mid-flush and promote them, and the old generations
+            # (every open connection) then get collected often, in long pauses.
+            gc.set_threshold(_GC_YOUNG_THRESHOLD)
             try:
                 yield
             finally:
