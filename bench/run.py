@@ -322,13 +322,13 @@ def _add_baselines(results: list[dict[str, Any]]) -> None:
             r["wall_vs_relay"] = r["wall_s"] / relay[max(relay)]
 
 
-def _progress(r: dict[str, Any], seconds: float) -> None:
+def _progress(r: dict[str, Any], seconds: float, where: str) -> None:
     lat = r["latency_ms"]
     p99 = "-" if lat["p99"] is None else f"{lat['p99']:.1f} ms"
     first = r["first_token_ms"]["p99"]
     p99 += "" if first is None else f", first token p99 {first:.0f} ms"
     print(
-        f"bench: {r['name']:<16} done in {seconds:5.1f} s: {r['streams']} streams, "
+        f"bench: {where} {r['name']:<18} done in {seconds:5.1f} s: {r['streams']} streams, "
         f"{r['received']} tokens, p99 {p99}, wall {r['wall_s']:.2f} s, "
         f"lost {r['lost']}, dup {r['duplicated']}, client CPU {r['client_cpu_s']:.1f} s, "
         f"others' CPU {r['others_cpu_s']:.1f} s"
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 result = run_scenario(sc, stack)
                 rounds[sc.name].append(result)
-                _progress(result, time.monotonic() - t0)
+                _progress(result, time.monotonic() - t0, f"round {round_number + 1}/{repeat}")
     results = [median_round(rounds[sc.name]) for sc in chosen]
     _add_baselines(results)
     goals = report.goals(results)
