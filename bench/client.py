@@ -127,7 +127,10 @@ class _Tab(Protocol):
 
 
 class _StreamProtocol(asyncio.Protocol):
-    def __init__(self, scan: TabScan, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, scan: TabScan, request: bytes | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """``request`` is sent once connected; None: later, with ``send``."""
         self.scan = scan
         self._request = request
         self.ready: asyncio.Future[None] = loop.create_future()
@@ -136,7 +139,12 @@ class _StreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
-        self.transport.write(self._request)
+        if self._request is not None:
+            self.transport.write(self._request)
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()  # arrival first, before any parsing
@@ -171,7 +179,9 @@ class _Worker:
         self._ssl = _ssl_context()
         self._errors: list[str] = []
 
-    async def open(self, endpoint: Endpoint, fmt: StreamFormat, request: bytes) -> _StreamProtocol:
+    async def open(
+        self, endpoint: Endpoint, fmt: StreamFormat, request: bytes | None
+    ) -> _StreamProtocol:
         loop = asyncio.get_running_loop()
         scan = TabScan(fmt, self.tokens, self.result.latencies_us)
         self.scans.append(scan)
@@ -299,10 +309,14 @@ class _Worker:
             )
         else:
             request = f"GET /api/relay/{job.model} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
-        await self.start_together(barrier)
+        # Connected (TLS included) before the start, as chatrelay's tabs and POST connections
+        # are: both walls then start at the request.
         streams = await asyncio.gather(
-            *(self.open(job.streams, StreamFormat.OPENAI, request) for _ in range(job.count))
+            *(self.open(job.streams, StreamFormat.OPENAI, None) for _ in range(job.count))
         )
+        await self.start_together(barrier)
+        for stream in streams:
+            stream.send(request)
         await self.wait_finished(list(streams))
 
     async def connect_all(self, count: int) -> list[_Tab]:
