@@ -91,6 +91,12 @@ def table(results: list[dict[str, Any]]) -> str:
         "delivered (+/- 0.05 ms per token at 1 reply of 200 tokens)."
     ]
     for r in results:
+        if r.get("web_healthz_ms", {}).get("max") is not None:
+            h = r["web_healthz_ms"]
+            extra.append(
+                f"- {r['name']}: the web's /healthz answered in {h['p99']:.1f} ms p99, "
+                f"{h['max']:.1f} ms at worst (event-loop stalls: GC pauses, long writes)"
+            )
         if r.get("catchup_ms"):
             c = r["catchup_ms"]
             extra.append(
@@ -227,6 +233,11 @@ def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("fan-out 1000: added p99, ms", get("fan-out 1000", "latency_ms", "added_p99"), 50),
         ("fan-out 4000: added p99, ms", get("fan-out 4000", "latency_ms", "added_p99"), 100),
         ("idle: KiB per added connection", get("idle 5000", "rss_per_added_connection_kib"), 12),
+        (
+            "idle 5000: longest web event-loop stall (/healthz, ms; GC or other)",
+            get("idle 5000", "web_healthz_ms", "max"),
+            50,
+        ),
         ("catch-up 100: new tab live, p95 ms", get("catch-up 100", "catchup_ms", "live_p95"), 150),
         ("1x3: added latency p99, ms", get("chatrelay 1x3", "latency_ms", "added_p99"), 3),
     ]

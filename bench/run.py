@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import socket
 import sys
 import threading
 import time
@@ -108,6 +109,37 @@ def _settle(pids: dict[str, list[int]]) -> None:
             return
 
 
+class _HealthProbe:
+    """GET /healthz on the web process every 20 ms from a thread, timing each answer: the
+    web's event loop answers late when it stalls (a GC pause, a long fan-out write)."""
+
+    def __init__(self, web: Endpoint) -> None:
+        self._web = web
+        self._stop = threading.Event()
+        self.millis: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        while not self._stop.wait(0.02):
+            began = time.monotonic()
+            try:
+                with socket.create_connection((self._web.host, self._web.port), 10) as sock:
+                    sock.sendall(request)
+                    while sock.recv(4096):
+                        pass
+            except OSError:
+                continue
+            self.millis.append((time.monotonic() - began) * 1000)
+
+    def stop(self) -> dict[str, float | None]:
+        self._stop.set()
+        self._thread.join()
+        ordered = sorted(self.millis)
+        return {"p99": report.percentile(ordered, 0.99), "max": ordered[-1] if ordered else None}
+
+
 def _post(endpoint: Endpoint, path: str, body: dict[str, Any], expect: int) -> bytes:
     status, answer = asyncio.run(http_request(endpoint, "POST", path, body))
     if status != expect:
@@ -158,12 +190,15 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
     for worker in workers:
         worker.start()
     outcome: dict[str, Any] = {}
+    probe: _HealthProbe | None = None
     try:
         barrier.wait(BARRIER_TIMEOUT)
         cpu_before = _sample_cpu(stack.pids)
         busy_before = machine_busy_seconds()
         counts_before = redis_counts(stack.redis_port)
         started = time.monotonic()
+        if sc.kind in (JobKind.FANOUT, JobKind.IDLE):
+            probe = _HealthProbe(stack.web)
         if sc.kind is JobKind.FANOUT:
             _post(stack.gateway, f"/api/sessions/{session_id}/messages", {"content": "go"}, 202)
         if sc.kind is JobKind.IDLE:  # see _Worker.idle: half, pause, the rest, pause
@@ -189,6 +224,8 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         worker.join(30)
     if failures:
         raise RuntimeError(f"{sc.name}: " + "; ".join(failures))
+    if probe is not None:
+        outcome["healthz_ms"] = probe.stop()
     cpu_after = _sample_cpu(stack.pids)
     outcome["busy_s"] = machine_busy_seconds() - busy_before
     counts_after = redis_counts(stack.redis_port)
@@ -283,6 +320,8 @@ def _summarize(
             else None
         ),
     }
+    if "healthz_ms" in outcome:
+        result["web_healthz_ms"] = outcome["healthz_ms"]
     prefix = sorted(v for r in gathered for v in r.catchup_prefix_ms)
     live = sorted(v for r in gathered for v in r.catchup_live_ms)
     if prefix:
