@@ -3,7 +3,7 @@
 BENCH_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl
 
 .PHONY: bench bench-smoke
-bench: venv ## Benchmark (~4 min, 3 rounds): 1/10/100 replies x 1/3 tabs, fan-out 1k/4k, idle, catch-up; table + bench-results/
+bench: venv ## Benchmark (~3 min, 3 rounds): 1/10/100 replies x 1/3 tabs, fan-out 1k/4k, idle, catch-up; table + bench-results/
 	scripts/system-deps.sh $(BENCH_SYSTEM_DEPS)
 	$(PY) -m bench.run
 
