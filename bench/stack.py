@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -65,6 +66,13 @@ class Stack:
     redis_port: int
     # Role → pids: gateway, web, redis, nginx (chatrelay's edge), fake, relay, relay-nginx.
     pids: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _die_with_us() -> None:
+    """In the child before exec (Linux): SIGTERM when the bench dies, however it dies, so
+    that no stack outlives it (dev.py then stops its own children)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -146,6 +154,7 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_us,  # the coordinator has no threads yet
             )
         started.append((proc, stop))
         return proc
