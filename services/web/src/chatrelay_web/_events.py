@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from chatrelay_common import (
@@ -25,7 +24,7 @@ from redis.exceptions import RedisError
 
 from ._fanout import Fanout, FanoutUnavailableError, Subscriber
 
-__all__ = ["EventStream", "StreamTiming", "session_stream"]
+__all__ = ["EventStream", "StreamTiming", "stream_session"]
 
 HEARTBEAT = b": ping\n\n"
 # Reconnect after 1 s rather than the browser's default of about 3 s.
@@ -105,36 +104,29 @@ class StreamTiming:
     stall_seconds: float
 
 
-async def session_stream(
+Write = Callable[[bytes], Awaitable[None]]
+
+
+async def stream_session(
     store: SessionStore,
     fanout: Fanout,
     session_id: str,
     last_event_id: int | None,
     timing: StreamTiming,
     gone: asyncio.Future[None],
-) -> AsyncGenerator[bytes, None]:
-    """Subscribe first, then send the snapshot (or the log after ``last_event_id``), then live
-    events, skipping any the client already has. When Redis fails the stream just ends: the
-    browser reconnects with ``Last-Event-ID`` and resumes without a gap. It also ends once
-    ``gone`` (the client disconnected) is done."""
+    write: Write,
+) -> None:
+    """Subscribe first, then write the snapshot (or the log after ``last_event_id``), then
+    live events, skipping any the client already has. When Redis fails the stream just ends:
+    the browser reconnects with ``Last-Event-ID`` and resumes without a gap. It also ends
+    once ``gone`` (the client disconnected) is done."""
     try:
         async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
             gone.add_done_callback(subscriber.close)
             try:
-                if last_event_id is None:
-                    snapshot = await _snapshot_frame(store, session_id)
-                    last, in_flight = snapshot.seq, snapshot.in_flight
-                    yield RETRY + snapshot.frame
-                else:
-                    yield RETRY
-                    last = last_event_id
-                    in_flight = await _in_flight_at(store, session_id, last)
-                    async for replayed in _replay(store, session_id, last, in_flight):
-                        yield replayed.frame
-                        last, in_flight = replayed.seq, replayed.in_flight
-                live = _Live(store, session_id, subscriber, last, in_flight)
-                async for frames in live.frames(timing):
-                    yield frames
+                live = _Live(store, session_id, subscriber, write)
+                await live.open(last_event_id)
+                await live.run(timing)
             finally:
                 gone.remove_done_callback(subscriber.close)
     except SessionNotFoundError:
@@ -170,36 +162,58 @@ class EventStream:
         self._timing = timing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         gone = asyncio.ensure_future(_until_disconnect(receive))
-        stream = session_stream(
-            self._store, self._fanout, self._session_id, self._last_event_id, self._timing, gone
-        )
         try:
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await stream_session(
+                self._store,
+                self._fanout,
+                self._session_id,
+                self._last_event_id,
+                self._timing,
+                gone,
+                write,
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
 
 
 class _Live:
-    """Live events after ``last``; events that arrived together are written together."""
+    """One connection's stream: what the client lacks, then live events after ``_last``.
+    Events that arrived together are written together.
+
+    Written push-style (each step writes, then returns) so that no bytes stay referenced
+    while the connection waits, which may be hours: a generator's locals would keep the last
+    chunk, a snapshot of the whole conversation at first, alive for every idle connection."""
 
     def __init__(
-        self,
-        store: SessionStore,
-        session_id: str,
-        subscriber: Subscriber,
-        last: int,
-        in_flight: bool,
+        self, store: SessionStore, session_id: str, subscriber: Subscriber, write: Write
     ) -> None:
         self._store = store
         self._session_id = session_id
         self._subscriber = subscriber
-        self._last = last
-        self._in_flight = in_flight
+        self._write = write
+        self._last = 0
+        self._in_flight = False
+        self._last_write = self._last_heard = 0.0
+
+    async def open(self, last_event_id: int | None) -> None:
+        """The snapshot, or ``retry`` and the log after ``last_event_id``."""
+        if last_event_id is None:
+            snapshot = await _snapshot_frame(self._store, self._session_id)
+            self._last, self._in_flight = snapshot.seq, snapshot.in_flight
+            await self._write(RETRY + snapshot.frame)
+            return
+        await self._write(RETRY)
+        self._last = last_event_id
+        self._in_flight = await _in_flight_at(self._store, self._session_id, last_event_id)
+        async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
+            await self._write(replayed.frame)
+            self._last, self._in_flight = replayed.seq, replayed.in_flight
 
     async def _catch_up(self, frames: list[bytes]) -> None:
         async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
@@ -220,41 +234,46 @@ class _Live:
         await self._catch_up(frames)
         return b"".join(frames)
 
-    async def frames(self, timing: StreamTiming) -> AsyncIterator[bytes]:
+    async def run(self, timing: StreamTiming) -> None:
+        self._last_write = self._last_heard = asyncio.get_running_loop().time()
+        while await self._step(timing):
+            pass
+
+    async def _step(self, timing: StreamTiming) -> bool:
+        """Wait for live events (or a deadline) and write what is due. False: closed."""
         loop = asyncio.get_running_loop()
-        last_write = last_heard = loop.time()
-        while True:
-            deadline = last_write + timing.heartbeat_seconds
-            if self._in_flight:
-                deadline = min(deadline, last_heard + timing.stall_seconds)
-            batch = await self._subscriber.take(deadline)
-            if not batch:
-                now = loop.time()
-                if self._in_flight and now - last_heard >= timing.stall_seconds:
-                    last_heard = now
-                    if missed := await self._stalled():
-                        last_write = now
-                        yield missed
-                        continue
-                if now - last_write >= timing.heartbeat_seconds:
-                    last_write = now
-                    yield HEARTBEAT
+        deadline = self._last_write + timing.heartbeat_seconds
+        if self._in_flight:
+            deadline = min(deadline, self._last_heard + timing.stall_seconds)
+        batch = await self._subscriber.take(deadline)
+        if not batch:
+            now = loop.time()
+            if self._in_flight and now - self._last_heard >= timing.stall_seconds:
+                self._last_heard = now
+                if missed := await self._stalled():
+                    self._last_write = now
+                    await self._write(missed)
+                    return True
+            if now - self._last_write >= timing.heartbeat_seconds:
+                self._last_write = now
+                await self._write(HEARTBEAT)
+            return True
+        self._last_heard = loop.time()
+        frames: list[bytes] = []
+        closed = False
+        for event in batch:
+            if event is None:  # closed by the fan-out, or the client left
+                closed = True
+                break
+            if event.seq <= self._last:
                 continue
-            last_heard = loop.time()
-            frames: list[bytes] = []
-            for event in batch:
-                if event is None:  # closed by the fan-out: the client resumes from the log
-                    if frames:
-                        yield b"".join(frames)
-                    return
-                if event.seq <= self._last:
-                    continue
-                if event.seq > self._last + 1:  # a gap in the live feed: fill it from the log
-                    await self._catch_up(frames)
-                    continue
-                frames.append(event.frame)
-                self._last = event.seq
-                self._in_flight = _in_flight_after(event.name, self._in_flight)
-            if frames:
-                last_write = last_heard
-                yield frames[0] if len(frames) == 1 else b"".join(frames)
+            if event.seq > self._last + 1:  # a gap in the live feed: fill it from the log
+                await self._catch_up(frames)
+                continue
+            frames.append(event.frame)
+            self._last = event.seq
+            self._in_flight = _in_flight_after(event.name, self._in_flight)
+        if frames:
+            self._last_write = self._last_heard
+            await self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return not closed
