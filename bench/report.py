@@ -115,16 +115,18 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", *extra])
 
 
-def write_json(out_dir: Path, stamp: str, document: dict[str, Any]) -> Path:
+def write_json(out_dir: Path, stamp: str, document: dict[str, Any], latest: str) -> Path:
+    """``<stamp>.json``, copied to ``<latest>.json`` (``latest`` or ``latest-smoke``: a smoke
+    run never replaces the full run's figures)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp}.json"
     text = json.dumps(document, indent=1)
     path.write_text(text, encoding="utf-8")
-    (out_dir / "latest.json").write_text(text, encoding="utf-8")
+    (out_dir / f"{latest}.json").write_text(text, encoding="utf-8")
     return path
 
 
-def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]:
+def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]], latest: str) -> list[Path]:
     """latency CDF per scenario; CPU per delivered token per process, stacked."""
     import matplotlib
 
@@ -182,7 +184,7 @@ def plot(out_dir: Path, stamp: str, results: list[dict[str, Any]]) -> list[Path]
     fig.savefig(cpu, dpi=110)
     plt.close(fig)
     for source in (latency, cpu):
-        (out_dir / source.name.replace(stamp, "latest")).write_bytes(source.read_bytes())
+        (out_dir / source.name.replace(stamp, latest)).write_bytes(source.read_bytes())
     return [latency, cpu]
 
 

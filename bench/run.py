@@ -463,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": results,
         "goals": goals,
     }
-    path = report.write_json(args.out, stamp, document)
-    plots = report.plot(args.out, stamp, results)
+    latest = "latest-smoke" if args.smoke else "latest"
+    path = report.write_json(args.out, stamp, document, latest)
+    plots = report.plot(args.out, stamp, results, latest)
     print()
     print(report.table(results))
     if goals:
