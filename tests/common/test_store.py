@@ -256,3 +256,25 @@ async def test_a_delta_extends_a_lease_that_has_run_down(store: SessionStore, re
     deadline = await redis.zscore(LEASES, session)
     assert deadline is not None
     assert now_ms + lease_ms - 2000 < deadline <= now_ms + lease_ms + 1000
+
+
+async def test_keep_leases_extends_many_leases_in_one_call_and_says_which_to_end(
+    store: SessionStore, redis: Redis
+) -> None:
+    replies = []
+    for _ in range(3):
+        session = await store.create(SessionSettings(model="m"))
+        _, reply_id = await store.begin_reply(session, model="m", content="hi")
+        await redis.pexpire(SessionKeys(session).lock, 500)
+        replies.append((session, reply_id))
+    (kept, _), (stopped, stopped_reply), (ended, ended_reply) = replies
+    # A stop flag alone (its publication missed, say), and a reply that has ended.
+    await redis.set(SessionKeys(stopped).stop, stopped_reply)
+    assert await store.finish_reply(ended, ended_reply, Done(ended_reply, "stop", None))
+
+    assert await store.keep_leases(replies) == ["kept", "stop", "lost"]
+    lease_ms = round(store.lease_seconds * 1000)
+    for session in (kept, stopped):
+        assert lease_ms - 1000 < await redis.pttl(SessionKeys(session).lock) <= lease_ms
+    assert await redis.exists(SessionKeys(ended).lock) == 0
+    assert await store.keep_leases([]) == []

@@ -173,3 +173,26 @@ async def test_redis_gone_mid_reply_closes_the_upstream_and_the_reply_ends_once_
             assert [e.name for e in log][-1] == "error"
             assert [e.seq for e in log] == list(range(1, snapshot.seq + 1))
             await runner.aclose()
+
+
+async def test_the_keepalive_ends_a_reply_whose_stop_was_flagged_but_never_heard(
+    redis_server_url: str, redis: Redis, fake_upstream: fake.FakeUpstream
+) -> None:
+    """No stop listener runs here: only the keepalive, one Redis call for every running
+    reply, can see the flag. The other reply streams on."""
+    async with open_redis(redis_server_url) as redis_client, httpx.AsyncClient() as client:
+        store = SessionStore(redis_client, lease_seconds=1.5)  # a keepalive every 0.5 s
+        runner = Generations(store, client, UpstreamConfig(fake_upstream.base_url, None))
+        stopped, stopped_reply = await _slow_reply(store)
+        going, going_reply = await _slow_reply(store)
+        stopped_task = runner.start(stopped, stopped_reply)
+        going_task = runner.start(going, going_reply)
+        await _until_text(store, stopped)
+        await redis.set(SessionKeys(stopped).stop, stopped_reply)  # no publication
+        await asyncio.wait_for(stopped_task, 10)
+        assert (await store.snapshot(stopped)).messages[-1].status == "stopped"
+        assert not going_task.done()
+        await asyncio.wait_for(going_task, 20)
+        going_message = (await store.snapshot(going)).messages[-1]
+        assert (going_message.status, going_message.content) == ("complete", fake.SLOW_TEXT)
+        await runner.aclose()

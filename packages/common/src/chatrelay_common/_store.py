@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_SESSION_MAX_BYTES",
     "DEFAULT_SESSION_TTL_SECONDS",
     "DeltaWrite",
+    "LeaseState",
     "LoggedEvent",
     "NothingToRegenerateError",
     "ReplyBusyError",
@@ -107,6 +108,8 @@ class SessionFullError(RuntimeError):
 
 # One reply's text for :meth:`SessionStore.append_deltas`: session id, reply id, text, batch.
 DeltaWrite = tuple[str, str, str, int | None]
+LeaseState = Literal["kept", "stop", "lost"]
+_LEASE_STATES: Final[tuple[LeaseState, ...]] = ("lost", "kept", "stop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,18 +403,32 @@ return 1
 """
 )
 
-# ARGV[9] reply id. 1 while the reply streams and this gateway holds (or takes back) its
-# lease, else 0. Taking it back after a lapse is safe: nobody else writes a streaming reply.
-_REFRESH_LEASE = (
+# Extends the leases of any number of replies (of any sessions) in one call. KEYS: (session
+# hash, log) per reply, then the lease index; ARGV[1] and [2] unused, [9..] three per reply:
+# key prefix, session id, reply id. Returns per reply: 0 when it no longer streams or another
+# holds its lease, else 1, or 2 when a client asked it to stop. A lapsed lease is taken back:
+# safe, since nobody else writes a streaming reply.
+_KEEP_LEASES = (
     _PRELUDE
     + """
-local reply = ARGV[9]
-if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
-local holder = redis.call('GET', base .. 'lock')
-if holder and holder ~= reply then return 0 end
-redis.call('SET', base .. 'lock', reply, 'PX', lease_ms)
-redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
-return 1
+local function keep(reply)
+  if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
+  local holder = redis.call('GET', base .. 'lock')
+  if holder and holder ~= reply then return 0 end
+  redis.call('SET', base .. 'lock', reply, 'PX', lease_ms)
+  redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+  if redis.call('GET', base .. 'stop') == reply then return 2 end
+  return 1
+end
+leases_key = KEYS[#KEYS]
+local results = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local at = 9 + (i - 1) * 3
+  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+  base, sid = ARGV[at], ARGV[at + 1]
+  results[i] = keep(ARGV[at + 2])
+end
+return results
 """
 )
 
@@ -517,7 +534,7 @@ class SessionStore:
         self._finish = register(_FINISH)
         self._update_settings = register(_UPDATE_SETTINGS)
         self._clear = register(_CLEAR)
-        self._refresh_lease = register(_REFRESH_LEASE)
+        self._keep_leases = register(_KEEP_LEASES)
         self._request_stop = register(_REQUEST_STOP)
         self._reap = register(_REAP)
         self._due = register(_DUE)
@@ -687,7 +704,24 @@ class SessionStore:
 
     async def refresh_lease(self, session_id: str, reply_id: str) -> bool:
         """Extend the reply's lease; False when the reply no longer streams."""
-        return await self._write(self._refresh_lease, session_id, reply_id) == 1
+        [state] = await self.keep_leases([(session_id, reply_id)])
+        return state != "lost"
+
+    async def keep_leases(self, replies: Sequence[tuple[str, str]]) -> list[LeaseState]:
+        """Extend the leases of many streaming replies ``(session_id, reply_id)`` in one Redis
+        call. Per reply: ``"kept"``; ``"stop"`` when a client asked it to stop (its stop flag:
+        seen even when the stop's publication was missed); ``"lost"`` when it no longer
+        streams (then its writer should stop)."""
+        keys: list[str] = []
+        args: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+        for session_id, reply_id in replies:
+            session = SessionKeys(session_id)
+            keys += [session.session, session.log]
+            args += [session.base, session_id, reply_id]
+        if not keys:
+            return []
+        results = await self._keep_leases(keys=[*keys, LEASES], args=args)
+        return [_LEASE_STATES[int(result)] for result in results]
 
     async def stop_requested(self, session_id: str, reply_id: str) -> bool:
         flag = cast("bytes | None", await self._redis.get(SessionKeys(session_id).stop))

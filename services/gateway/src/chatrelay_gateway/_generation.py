@@ -171,13 +171,15 @@ class _Writer:
             for number, text in job.unconfirmed:
                 writes.append((job.session_id, job.reply_id, text, number))
                 owners.append(job)
+        # A reply's budget runs from the start of its first failing call (the client's own
+        # retries inside one call take a while).
+        started = asyncio.get_running_loop().time()
         try:
             streaming = await self._store.append_deltas(writes)
         except BaseException:
-            now = asyncio.get_running_loop().time()
             for job in jobs:
                 if job.failing_since is None:
-                    job.failing_since = now
+                    job.failing_since = started
             raise
         for job in jobs:
             job.unconfirmed.clear()
@@ -224,6 +226,7 @@ class Generations:
         self._writer = _Writer(store, flush_seconds, budget_seconds=store.lease_seconds / 2)
         # Refreshing three times per lease rides out one missed refresh.
         self._keepalive_seconds = store.lease_seconds / 3
+        self._keepalive: asyncio.Task[None] | None = None
 
     def start(self, session_id: str, reply_id: str) -> asyncio.Task[None]:
         """Run the reply in the background: it goes on when every tab has closed. The task
@@ -231,6 +234,8 @@ class Generations:
         job = _Job(session_id, reply_id)
         self._jobs[session_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"reply {reply_id}")
+        if self._keepalive is None or self._keepalive.done():  # first use, or after aclose
+            self._keepalive = asyncio.create_task(self._keep_leases(), name="reply keepalive")
         return job.task
 
     def stop(self, session_id: str, reply_id: str) -> None:
@@ -245,6 +250,9 @@ class Generations:
             job.cancel("shutdown")
         await asyncio.gather(*(job.task for job in jobs if job.task), return_exceptions=True)
         await self._writer.aclose()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.wait([self._keepalive])
 
     async def listen_for_stops(self) -> None:
         """Follow stop requests from every gateway; reconnects while Redis is away. (A stop
@@ -301,29 +309,32 @@ class Generations:
         )
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
-        keepalive = asyncio.create_task(self._keepalive(job))
         try:
             # Ends early when the writer cancels the reader (text could not be written).
             await asyncio.wait([job.reader])
             await job.written.wait()
         finally:
-            keepalive.cancel()
             # Whatever stopped the reply, the upstream request (billed) ends here too.
             job.reader.cancel()
-            # Let both unwind: a Redis call cut off mid-way must release its connection.
-            await asyncio.wait([keepalive, job.reader])
+            await asyncio.wait([job.reader])
         return self._outcome(job, job.reader)
 
-    async def _keepalive(self, job: _Job) -> None:
+    async def _keep_leases(self) -> None:
+        """Extend the lease of every running reply of this gateway, in one Redis call for
+        all of them, and end those a client asked to stop or that no longer stream."""
         while True:
-            try:
-                if await self._store.stop_requested(job.session_id, job.reply_id):
-                    job.cancel("stopped")
-                elif not await self._store.refresh_lease(job.session_id, job.reply_id):
-                    job.cancel("lost")
-            except (RedisError, OSError) as exc:
-                logger.warning("keepalive for reply %s: %s", job.reply_id, exc)
             await asyncio.sleep(self._keepalive_seconds)
+            jobs = list(self._jobs.values())
+            try:
+                states = await self._store.keep_leases([(j.session_id, j.reply_id) for j in jobs])
+            except (RedisError, OSError) as exc:
+                logger.warning("keepalive for %d replies: %s", len(jobs), exc)
+                continue
+            for job, state in zip(jobs, states, strict=True):
+                if state == "stop":
+                    job.cancel("stopped")
+                elif state == "lost":
+                    job.cancel("lost")
 
     @staticmethod
     def _outcome(job: _Job, reader: asyncio.Task[Completion]) -> Done | ErrorEvent:
