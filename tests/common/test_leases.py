@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from chatrelay_common import ErrorEvent, SessionKeys, SessionSettings, SessionStore
+import pytest
+from chatrelay_common import ErrorEvent, SessionKeys, SessionSettings, SessionStore, open_redis
 from chatrelay_common._keys import LEASES
 from redis.asyncio import Redis
+
+from tests.support.redis_process import redis_process
 
 INTERRUPTED = (
     '{{"reply_id":"{}","code":"interrupted","message":"The gateway generating this reply '
     'stopped; the partial answer is kept."}}'
 )
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """A Redis of these tests' own: a gateway process of another test on the shared Redis
+    would reap these short leases itself."""
+    with redis_process(tmp_path) as server:
+        async with open_redis(server.url) as client:
+            yield client
 
 
 def _short_lease_store(redis: Redis) -> SessionStore:

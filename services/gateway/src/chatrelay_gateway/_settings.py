@@ -3,6 +3,7 @@ from __future__ import annotations
 from chatrelay_common import ServiceSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from ._generation import DEFAULT_FLUSH_SECONDS
 from ._upstream import normalize_base_url
 
 __all__ = ["DEMO_MODEL", "GatewaySettings"]
@@ -46,6 +47,10 @@ class GatewaySettings(ServiceSettings):
     )
     # Seconds between the demo model's tokens: a human reading pace.
     demo_token_delay: float = Field(default=0.04, ge=0, validation_alias="GATEWAY_DEMO_TOKEN_DELAY")
+    # Text of every running reply that arrives within one tick goes to Redis in one call.
+    flush_seconds: float = Field(
+        default=DEFAULT_FLUSH_SECONDS, gt=0, le=1, validation_alias="GATEWAY_FLUSH_SECONDS"
+    )
 
     @field_validator(
         "openai_api_key", "openai_base_url", "openai_model", "openai_models", mode="before"

@@ -47,7 +47,9 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             max_reply_seconds=settings.max_reply_seconds,
         )
         async with httpx.AsyncClient(timeout=timeout) as client:
-            generations = Generations(app.state.store, client, config)
+            generations = Generations(
+                app.state.store, client, config, flush_seconds=settings.flush_seconds
+            )
             app.state.generations = generations
             listener = asyncio.create_task(generations.listen_for_stops())
             reaper = asyncio.create_task(generations.reap_lapsed())
