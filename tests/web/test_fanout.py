@@ -176,3 +176,22 @@ async def test_a_channels_flushes_are_spaced_by_its_connection_count(
         assert first.seq == 1
         assert [None if event is None else event.seq for event in batch] == [2, 3]
         assert waited >= 0.95
+
+
+async def test_tabs_taking_the_same_events_share_one_joined_chunk(
+    fanout: Fanout, redis: Redis
+) -> None:
+    """The events of one flush are joined once for every tab, not once per tab."""
+    async with fanout.subscribe(CHANNEL) as first, fanout.subscribe(CHANNEL) as second:
+        waiting = [asyncio.create_task(tab.take()) for tab in (first, second)]
+        await asyncio.sleep(0)
+        async with redis.pipeline(transaction=True) as pipe:
+            for seq in (1, 2, 3):
+                pipe.publish(CHANNEL, encode_wire(seq, "delta", b'{"n":%d}' % seq))
+            await pipe.execute()
+        batches = [[event for event in await asyncio.wait_for(w, 5) if event] for w in waiting]
+        chunks = [tab.join(batch) for tab, batch in zip((first, second), batches, strict=True)]
+        assert chunks[0] == b"".join(
+            b'id: %d\nevent: delta\ndata: {"n":%d}\n\n' % (seq, seq) for seq in (1, 2, 3)
+        )
+        assert chunks[1] is chunks[0]

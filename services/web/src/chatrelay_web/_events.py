@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from chatrelay_common import (
     Delta,
@@ -22,7 +23,7 @@ from chatrelay_common import (
 from litestar.types import Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from ._fanout import Fanout, FanoutUnavailableError, Subscriber
+from ._fanout import Fanout, FanoutUnavailableError, LiveEvent, Subscriber
 
 __all__ = ["EventStream", "StreamTiming", "stream_session"]
 
@@ -259,6 +260,18 @@ class _Live:
                 await self._write(HEARTBEAT)
             return True
         self._last_heard = loop.time()
+        if None not in batch:  # the usual case: the next events in order, all written at once
+            events = cast("list[LiveEvent]", batch)
+            expected, in_flight = self._last + 1, self._in_flight
+            for live in events:
+                if live.seq != expected:
+                    break
+                expected, in_flight = expected + 1, _in_flight_after(live.name, in_flight)
+            else:
+                self._last, self._in_flight = expected - 1, in_flight
+                self._last_write = self._last_heard
+                await self._write(self._subscriber.join(events))
+                return True
         frames: list[bytes] = []
         closed = False
         for event in batch:

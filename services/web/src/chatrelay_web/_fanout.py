@@ -54,21 +54,43 @@ DEFAULT_FLUSH_SPACING = 10e-6
 logger = logging.getLogger("chatrelay.web")
 
 
-@dataclass(frozen=True, slots=True)
+# Compared by identity: a batch's events are matched against the last joined run.
+@dataclass(frozen=True, slots=True, eq=False)
 class LiveEvent:
     seq: int
     name: str
     frame: bytes
 
 
+class _JoinedRun:
+    """The last run of events joined into one chunk. After a flush every up-to-date tab of
+    a channel takes the same events, one after another: they are joined once, not per tab."""
+
+    __slots__ = ("_events", "_frame")
+
+    def __init__(self) -> None:
+        self._events: tuple[LiveEvent, LiveEvent, int] | None = None
+        self._frame = b""
+
+    def join(self, events: list[LiveEvent]) -> bytes:
+        if len(events) == 1:
+            return events[0].frame
+        key = (events[0], events[-1], len(events))
+        if self._events != key:  # identity of the events (eq=False), and the count
+            self._events = key
+            self._frame = b"".join(event.frame for event in events)
+        return self._frame
+
+
 class Subscriber:
     """One connection's pending events and its single waiter. At most one timer per
     connection, moved lazily: events never create or cancel timers."""
 
-    __slots__ = ("_deadline", "_loop", "_timer", "_waiter", "pending", "queued_bytes")
+    __slots__ = ("_deadline", "_joined", "_loop", "_timer", "_waiter", "pending", "queued_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, joined: _JoinedRun) -> None:
         self._loop = asyncio.get_running_loop()
+        self._joined = joined
         # ``None`` closes the stream: the client reconnects and resumes from the log.
         self.pending: list[LiveEvent | None] = []
         self.queued_bytes = 0
@@ -113,6 +135,10 @@ class Subscriber:
         self.queued_bytes = 0
         return batch
 
+    def join(self, events: list[LiveEvent]) -> bytes:
+        """The frames of consecutive live events as one chunk, shared with the other tabs."""
+        return self._joined.join(events)
+
     def close(self, _: object = None) -> None:
         """End the stream (also a done callback: the client left)."""
         self.put(None)
@@ -153,6 +179,7 @@ class Fanout:
         self._max_backlog = max_backlog
         self._max_backlog_bytes = max_backlog_bytes
         self._flush_spacing = flush_spacing
+        self._joined = _JoinedRun()
         self._timeout = timeout
         self._channels: dict[bytes, _Channel] = {}
         # Futures for SUBSCRIBE commands in flight, per channel, in the order they were sent:
@@ -222,7 +249,7 @@ class Fanout:
         """Yields once Redis has confirmed the subscription: every event published after
         that reaches the subscriber's queue."""
         key = channel.encode()
-        subscriber = Subscriber()
+        subscriber = Subscriber(self._joined)
         try:
             await asyncio.wait_for(self._connected.wait(), self._timeout)
             state = self._channels.get(key)
