@@ -22,9 +22,9 @@ from chatrelay_common import (
 )
 from redis.asyncio import Redis
 
+from tests.support.redis_process import RedisProcess, redis_process
 from tests.support.services import Service, run_service
 from tests.support.sse import Event, collect_until, open_events, reply_text
-from tests.web._redis_of_our_own import OwnRedis, own_redis
 
 
 @pytest.fixture
@@ -197,8 +197,8 @@ def read_to_end(sock: socket.socket) -> bytes:
 
 
 @pytest.fixture
-async def restartable(tmp_path: Path) -> AsyncIterator[OwnRedis]:
-    with own_redis(tmp_path) as server:
+async def restartable(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    with redis_process(tmp_path) as server:
         yield server
 
 
@@ -208,7 +208,7 @@ async def readyz(client: httpx.AsyncClient, web: Service) -> tuple[int, dict[str
 
 
 async def test_readyz_is_503_while_the_fanout_is_cut_off_and_streams_end(
-    client: httpx.AsyncClient, restartable: OwnRedis, service_logs: Path
+    client: httpx.AsyncClient, restartable: RedisProcess, service_logs: Path
 ) -> None:
     with run_service("web", {"REDIS_URL": restartable.url}, service_logs) as web:
         async with open_redis(restartable.url) as redis:
@@ -233,7 +233,7 @@ async def test_readyz_is_503_while_the_fanout_is_cut_off_and_streams_end(
 
 
 async def test_a_redis_restart_mid_reply_ends_streams_and_tabs_resume_with_the_exact_text(
-    client: httpx.AsyncClient, restartable: OwnRedis, service_logs: Path
+    client: httpx.AsyncClient, restartable: RedisProcess, service_logs: Path
 ) -> None:
     env = {"REDIS_URL": restartable.url, "WEB_HEARTBEAT_SECONDS": "1"}
     with run_service("web", env, service_logs) as web:
