@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import msgspec
 
 __all__ = [
+    "WIRE_SEPARATOR",
     "Delta",
     "Done",
     "ErrorEvent",
@@ -125,13 +126,21 @@ def encode_data(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+# Between the parts of an event on pub/sub. The store's Lua `emit` publishes every event (it
+# alone knows the seq) and gets this from here; tests/common pins that its messages are
+# exactly what `encode_wire` makes.
+WIRE_SEPARATOR = b" "
+
+
 def encode_wire(seq: int, name: str, data: bytes) -> bytes:
-    """How an event travels through Redis pub/sub: ``b"<seq> <name> <json>"``."""
-    return b"%d %s %s" % (seq, name.encode(), data)
+    """How an event travels through Redis pub/sub: ``b"<seq> <name> <json>"``. The store's
+    Lua writes it so; this builds the same bytes for a test or a tool that publishes."""
+    return WIRE_SEPARATOR.join((b"%d" % seq, name.encode(), data))
 
 
 def decode_wire(raw: bytes) -> tuple[int, str, bytes]:
-    seq, name, data = raw.split(b" ", 2)
+    """The parts of a pub/sub message that the store published."""
+    seq, name, data = raw.split(WIRE_SEPARATOR, 2)
     return int(seq), name.decode(), data
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONTROL_CHANNEL", "LEASES", "SessionKeys"]
+__all__ = ["CONTROL_CHANNEL", "LEASES", "SESSION_KEY_SUFFIXES", "WEB_HOME_PREFIX", "SessionKeys"]
 
 PREFIX = "chatrelay"
 # Gateways listen here for stop requests: ``b"<session_id> <reply_id>"``.
@@ -12,6 +12,29 @@ CONTROL_CHANNEL = f"{PREFIX}:control"
 # Sorted set of the session ids with a streaming reply, scored by lease deadline (Unix ms):
 # every gateway's reaper closes the replies past it. Entries leave when their reply ends.
 LEASES = f"{PREFIX}:leases"
+# Each web process subscribes to ``<this><random id>`` for its lifetime, so that its pub/sub
+# connection always has a channel (nothing is published there).
+WEB_HOME_PREFIX = f"{PREFIX}:web:"
+
+# What follows a session's key prefix (``SessionKeys.base``) in each of its keys. The Lua
+# scripts build the keys they do not get in KEYS from these: the store composes them into the
+# scripts as constants at load time.
+_SESSION = "session"
+_LOG = "log"
+_ORDER = "order"
+_LOCK = "lock"
+_STOP = "stop"
+_CHANNEL = "events"
+_MESSAGE = "msg:"
+_TEXT = "text:"
+SESSION_KEY_SUFFIXES = {
+    "ORDER": _ORDER,
+    "LOCK": _LOCK,
+    "STOP": _STOP,
+    "CHANNEL": _CHANNEL,
+    "MESSAGE": _MESSAGE,
+    "TEXT": _TEXT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,37 +51,37 @@ class SessionKeys:
         ``batch`` (last delta batch applied to it), ``bytes`` (message text size),
         ``log_bytes`` (size of the event data in the log), ``run`` (the Redis run id of its
         last event, when Redis may lose writes)."""
-        return self.base + "session"
+        return self.base + _SESSION
 
     @property
     def log(self) -> str:
         """Stream of events, entry id ``<seq>-0``, fields ``e`` (name) and ``d`` (data)."""
-        return self.base + "log"
+        return self.base + _LOG
 
     @property
     def order(self) -> str:
         """List of message ids in conversation order."""
-        return self.base + "order"
+        return self.base + _ORDER
 
     @property
     def lock(self) -> str:
         """The streaming reply's lease: its id, expiring unless its gateway refreshes it."""
-        return self.base + "lock"
+        return self.base + _LOCK
 
     @property
     def stop(self) -> str:
         """The reply id a client asked to stop."""
-        return self.base + "stop"
+        return self.base + _STOP
 
     @property
     def channel(self) -> str:
         """Pub/sub channel carrying each event as it is logged."""
-        return self.base + "events"
+        return self.base + _CHANNEL
 
     def message(self, message_id: str) -> str:
         """Hash: ``role``, ``status``."""
-        return f"{self.base}msg:{message_id}"
+        return self.base + _MESSAGE + message_id
 
     def text(self, message_id: str) -> str:
         """String: the message content (APPENDed to while streaming)."""
-        return f"{self.base}text:{message_id}"
+        return self.base + _TEXT + message_id

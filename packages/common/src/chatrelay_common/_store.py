@@ -20,6 +20,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
 from typing import Any, Final, Literal, cast
 
 import msgspec
@@ -27,17 +29,21 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ._events import (
+    WIRE_SEPARATOR,
     Delta,
     Done,
     ErrorEvent,
+    Event,
     Message,
     MessageAdded,
     SessionSettings,
+    SettingsChanged,
     Snapshot,
     Start,
+    Truncate,
     encode_data,
 )
-from ._keys import CONTROL_CHANNEL, LEASES, SessionKeys
+from ._keys import CONTROL_CHANNEL, LEASES, SESSION_KEY_SUFFIXES, SessionKeys
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -109,7 +115,6 @@ class SessionFullError(RuntimeError):
 # One reply's text for :meth:`SessionStore.append_deltas`: session id, reply id, text, batch.
 DeltaWrite = tuple[str, str, str, int | None]
 LeaseState = Literal["kept", "stop", "lost"]
-_LEASE_STATES: Final[tuple[LeaseState, ...]] = ("lost", "kept", "stop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,381 +124,116 @@ class LoggedEvent:
     data: bytes
 
 
-# Shared by every write script. KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index;
-# ARGV[1] key prefix of the session, [2] session id, [3] log cap in events, [4] log cap in
-# bytes, [5] session TTL in seconds, [6] lease ms, [7] session size cap in bytes, [8] '1' when
-# Redis has every write on disk before it answers (appendfsync always). A script's own
-# arguments start at ARGV[9].
-_PRELUDE = (
-    """
-local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
--- This Redis's run id, read once per script call (INFO is costly to build).
-local run_id = nil
--- Read once per script call: a call that writes many replies needs it for each.
-local now = nil
-local function now_ms()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
--- Drops the oldest entries while the log is over either cap (always keeping the newest, so a
--- resuming tab can tell where the session is).
-local function trim_log(size)
-  local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-  local count = redis.call('XLEN', log_key)
-  if count <= max_events and size <= max_bytes then return end
-  local cursor = '-'
-  while count > 1 and (count > max_events or size > max_bytes) do
-    local entries = redis.call('XRANGE', log_key, cursor, '+', 'COUNT', 64)
-    for _, entry in ipairs(entries) do
-      if count <= 1 or (count <= max_events and size <= max_bytes) then break end
-      size = size - #entry[2][4]
-      count = count - 1
-    end
-    cursor = '(' .. entries[#entries][1]
-  end
-  redis.call('XTRIM', log_key, 'MAXLEN', count)
-  redis.call('HSET', session_key, 'log_bytes', size)
-end
--- A restart of a Redis that may lose its last writes (fsync every second, or snapshots only)
--- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
--- event after a restart skips far ahead, and a tab resuming from any older id gets a reset
--- and a snapshot instead of events that are not the ones it missed.
-local function skip_ids_after_a_lossy_restart()
-  if ARGV[8] == '1' then return end
-  run_id = run_id or string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  if redis.call('HGET', session_key, 'run') == run_id then return end
-  if tonumber(redis.call('HGET', session_key, 'seq') or '0') > 0 then
-    redis.call('HINCRBY', session_key, 'seq', """
-    + str(SEQ_SKIP_AFTER_RESTART)
-    + """)
-  end
-  redis.call('HSET', session_key, 'run', run_id)
-end
-local function emit(name, data)
-  skip_ids_after_a_lossy_restart()
-  local seq = redis.call('HINCRBY', session_key, 'seq', 1)
-  redis.call('XADD', log_key, seq .. '-0', 'e', name, 'd', data)
-  trim_log(redis.call('HINCRBY', session_key, 'log_bytes', #data))
-  redis.call('PUBLISH', base .. 'events', seq .. ' ' .. name .. ' ' .. data)
-  return seq
-end
--- Activity: every key of the session lives another TTL (lock and stop have their own).
-local function touch_all()
-  redis.call('EXPIRE', session_key, ttl)
-  redis.call('EXPIRE', log_key, ttl)
-  redis.call('EXPIRE', base .. 'order', ttl)
-  for _, id in ipairs(redis.call('LRANGE', base .. 'order', 0, -1)) do
-    redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
-    redis.call('EXPIRE', base .. 'text:' .. id, ttl)
-  end
-end
--- The cheap form for a delta: only the keys it writes (the others were touched at its start),
--- and only once the TTL has run down (a second at most): at the pace of tokens, five EXPIREs
--- per delta would be a good part of its cost.
-local function touch_reply(id)
-  if redis.call('TTL', session_key) >= tonumber(ttl) then return end
-  redis.call('EXPIRE', session_key, ttl)
-  redis.call('EXPIRE', log_key, ttl)
-  redis.call('EXPIRE', base .. 'order', ttl)
-  redis.call('EXPIRE', base .. 'msg:' .. id, ttl)
-  redis.call('EXPIRE', base .. 'text:' .. id, ttl)
-end
-local function add_message(id, role, status, content)
-  redis.call('RPUSH', base .. 'order', id)
-  redis.call('HSET', base .. 'msg:' .. id, 'role', role, 'status', status)
-  redis.call('SET', base .. 'text:' .. id, content)
-  redis.call('HINCRBY', session_key, 'bytes', #content)
-end
--- Removes message `from` and everything after it; false when `from` is not in the session.
-local function truncate(from)
-  local ids = redis.call('LRANGE', base .. 'order', 0, -1)
-  local at = nil
-  for i, id in ipairs(ids) do
-    if from == '' or id == from then at = i break end
-  end
-  if at == nil then return from == '' end
-  local freed = 0
-  for i = at, #ids do
-    freed = freed + redis.call('STRLEN', base .. 'text:' .. ids[i])
-    redis.call('DEL', base .. 'msg:' .. ids[i], base .. 'text:' .. ids[i])
-  end
-  if freed > 0 then redis.call('HINCRBY', session_key, 'bytes', -freed) end
-  if at == 1 then
-    redis.call('DEL', base .. 'order')
-  else
-    redis.call('LTRIM', base .. 'order', 0, at - 2)
-  end
-  local json = from == '' and 'null' or ('"' .. from .. '"')
-  emit('truncate', '{"from_message_id":' .. json .. '}')
-  return true
-end
--- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
-local function close_orphan(reply)
-  redis.call('HSET', base .. 'msg:' .. reply, 'status', 'error')
-  redis.call('HDEL', session_key, 'streaming')
-  redis.call('DEL', base .. 'stop')
-  redis.call('ZREM', leases_key, sid)
-  emit('error', '{"reply_id":"' .. reply .. '","code":"interrupted",' ..
-    '"message":"The gateway generating this reply stopped; the partial answer is kept."}')
-  touch_all()
-end
-"""
+class _Outcome(IntEnum):
+    """What a write script returns (``begin_reply``, ``clear``, ``update_settings``)."""
+
+    DONE = 1
+    UNKNOWN_SESSION = -1
+    BUSY = -2  # a reply streams
+    NOTHING_TO_REGENERATE = -3  # or the message to replace is not in the session
+    SESSION_FULL = -4
+    SETTINGS_MOVED = -5  # another update came in since the caller read the settings
+
+
+class _Delta(IntEnum):
+    """What ``append_deltas`` returns for a write, besides its positive seq (and
+    ``finish_reply`` when the reply was closed already)."""
+
+    NOT_STREAMING = 0
+    APPLIED_ALREADY = -1
+
+
+class _Lease(IntEnum):
+    """What ``keep_leases`` returns per reply."""
+
+    LEASE_LOST = 0
+    LEASE_KEPT = 1
+    STOP_ASKED = 2
+
+
+_LEASE_STATES: Final[dict[_Lease, LeaseState]] = {
+    _Lease.LEASE_LOST: "lost",
+    _Lease.LEASE_KEPT: "kept",
+    _Lease.STOP_ASKED: "stop",
+}
+
+_INTERRUPTED_MESSAGE: Final = (
+    "The gateway generating this reply stopped; the partial answer is kept."
+)
+# Stands for a reply or message id that only the script knows: it fills it into the JSON
+# that msgspec encoded around this mark.
+_ID_SLOT: Final = "<id>"
+
+
+def _around_slot(event: Event) -> tuple[bytes, bytes]:
+    head, tail = encode_data(event).split(_ID_SLOT.encode())
+    return head, tail
+
+
+def _lua_literal(value: int | str | bytes | tuple[bytes, bytes]) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple):
+        return "{" + ", ".join(_lua_literal(part) for part in value) + "}"
+    raw = value.encode() if isinstance(value, str) else value
+    return '"' + "".join(_lua_char(byte) for byte in raw) + '"'
+
+
+def _lua_char(byte: int) -> str:
+    if byte in b'"\\':
+        return "\\" + chr(byte)
+    return chr(byte) if 0x20 <= byte < 0x7F else f"\\{byte:03d}"
+
+
+# The constants every script starts with: Python is their one source.
+_LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
+    **{f"KEY_{name}": suffix for name, suffix in SESSION_KEY_SUFFIXES.items()},
+    **{code.name: int(code) for codes in (_Outcome, _Delta, _Lease) for code in codes},
+    "SEQ_SKIP_AFTER_RESTART": SEQ_SKIP_AFTER_RESTART,
+    "WIRE_SEPARATOR": WIRE_SEPARATOR,
+    **{
+        f"{event.name.upper()}_EVENT": event.name
+        for event in (MessageAdded, Start, Delta, ErrorEvent, SettingsChanged, Truncate)
+    },
+    "TRUNCATE_ALL_DATA": encode_data(Truncate(from_message_id=None)),
+    "TRUNCATE_FROM_DATA": _around_slot(Truncate(from_message_id=_ID_SLOT)),
+    "INTERRUPTED_DATA": _around_slot(
+        ErrorEvent(reply_id=_ID_SLOT, code="interrupted", message=_INTERRUPTED_MESSAGE)
+    ),
+}
+_LUA_HEADER: Final = "".join(
+    f"local {name} = {_lua_literal(value)}\n" for name, value in _LUA_CONSTANTS.items()
 )
 
-# For writes that need the session idle: -1 unknown session, -2 a reply streams. A reply whose
-# lease lapsed keeps status `streaming` until someone closes it: close it here.
-_IDLE_SESSION = """
-if redis.call('EXISTS', session_key) == 0 then return -1 end
-if redis.call('EXISTS', base .. 'lock') == 1 then return -2 end
-local orphan = redis.call('HGET', session_key, 'streaming')
-if orphan then close_orphan(orphan) end
-"""
 
-# ARGV[9] mode (send|regenerate), [10] truncate-from id ('' none), [11] user message id,
-# [12] user content, [13] user `message` event data, [14] reply id, [15] `start` data.
-# Returns 1, or -1 unknown session, -2 busy, -3 nothing to regenerate / unknown message,
-# -4 the session is full.
-_BEGIN = (
-    _PRELUDE
-    + """
--- The reply id is new for each call: finding it means a retry of a call that ran.
-if redis.call('EXISTS', base .. 'msg:' .. ARGV[14]) == 1 then return 1 end
-"""
-    + _IDLE_SESSION
-    + """
-local mode, from = ARGV[9], ARGV[10]
-local size = tonumber(redis.call('HGET', session_key, 'bytes') or '0')
-if size + #ARGV[12] > tonumber(ARGV[7]) then return -4 end
-if mode == 'regenerate' then
-  local last = redis.call('LINDEX', base .. 'order', -1)
-  if not last then return -3 end
-  if redis.call('HGET', base .. 'msg:' .. last, 'role') == 'assistant' then truncate(last) end
-elseif from ~= '' then
-  if not truncate(from) then return -3 end
-end
-if mode == 'send' then
-  add_message(ARGV[11], 'user', 'complete', ARGV[12])
-  emit('message', ARGV[13])
-end
-redis.call('SET', base .. 'lock', ARGV[14], 'PX', lease_ms)
-redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
-redis.call('DEL', base .. 'stop')
-add_message(ARGV[14], 'assistant', 'streaming', '')
-redis.call('HSET', session_key, 'streaming', ARGV[14], 'batch', 0)
-emit('start', ARGV[15])
-touch_all()
-return 1
-"""
-)
+def _script(*parts: str) -> str:
+    """A script from the files ``lua/<part>.lua``, after the constants."""
+    folder = resources.files("chatrelay_common") / "lua"
+    return _LUA_HEADER + "".join((folder / f"{part}.lua").read_text() for part in parts)
 
-# Text for the streaming replies of any number of sessions, in one call: a gateway's writer
-# sends every reply's pending text together (one round trip, not one per reply per token).
-# KEYS: (session hash, log) per write, then the lease index; ARGV[1] and [2] unused, [9..]
-# six per write: key prefix, session id, reply id, text, `delta` data, batch number (1, 2, …
-# per reply; '' for an unnumbered write). Writes to one reply go in batch order.
-# Returns per write: its seq; -1 when this batch was applied already (a retried call that had
-# run); 0 when the reply no longer streams (finished, or closed as an orphan).
-_APPEND_DELTAS = (
-    _PRELUDE
-    + """
-local function append(reply, text, data, batch)
-  local state = redis.call('HMGET', session_key, 'streaming', 'batch')
-  if state[1] ~= reply then return 0 end
-  if batch ~= '' then
-    if tonumber(batch) <= tonumber(state[2] or '0') then return -1 end
-    redis.call('HSET', session_key, 'batch', batch)
-  end
-  redis.call('APPEND', base .. 'text:' .. reply, text)
-  redis.call('HINCRBY', session_key, 'bytes', #text)
-  -- The lease is extended as the keepalive does, once a third of it has passed.
-  local lock = base .. 'lock'
-  if redis.call('GET', lock) == reply and redis.call('PTTL', lock) < lease_ms * 2 / 3 then
-    redis.call('PEXPIRE', lock, lease_ms)
-    redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
-  end
-  touch_reply(reply)
-  return emit('delta', data)
-end
-leases_key = KEYS[#KEYS]
-local results = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local at = 9 + (i - 1) * 6
-  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
-  base, sid = ARGV[at], ARGV[at + 1]
-  results[i] = append(ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
-end
-return results
-"""
-)
 
-# ARGV[9] reply id, [10] final status, [11] event name, [12] event data. Returns seq or 0.
-_FINISH = (
-    _PRELUDE
-    + """
-local reply = ARGV[9]
-if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
-redis.call('HSET', base .. 'msg:' .. reply, 'status', ARGV[10])
-redis.call('HDEL', session_key, 'streaming')
-if redis.call('GET', base .. 'lock') == reply then redis.call('DEL', base .. 'lock') end
-redis.call('DEL', base .. 'stop')
-redis.call('ZREM', leases_key, sid)
-local seq = emit(ARGV[11], ARGV[12])
-touch_all()
-return seq
-"""
-)
-
-# ARGV[9..] pairs of (field name, new JSON value or '' to keep the stored one), every field of
-# SessionSettings in declaration order. Unchanged values are copied as raw JSON text from the
-# stored object (flat, written by msgspec without spaces): re-encoding with cjson would turn
-# 1.0 into 1 and "/" into "\/". Returns the merged settings JSON, or -1 unknown session.
-_UPDATE_SETTINGS = (
-    _PRELUDE
-    + """
-local stored = redis.call('HGET', session_key, 'settings')
-if not stored then return -1 end
-local raw = {}
-local i = 2
-while i <= #stored and stored:sub(i, i) ~= '}' do
-  local key_end = stored:find('"', i + 1, true)
-  local v = key_end + 2
-  local j
-  if stored:sub(v, v) == '"' then
-    j = v + 1
-    while true do
-      j = stored:find('["\\\\]', j)
-      if stored:sub(j, j) == '"' then break end
-      j = j + 2
-    end
-  else
-    j = stored:find('[,}]', v) - 1
-  end
-  raw[stored:sub(i + 1, key_end - 1)] = stored:sub(v, j)
-  i = j + 2
-end
-local parts = {}
-for k = 9, #ARGV, 2 do
-  local value = ARGV[k + 1]
-  if value == '' then value = raw[ARGV[k]] or 'null' end
-  parts[#parts + 1] = '"' .. ARGV[k] .. '":' .. value
-end
-local merged = '{' .. table.concat(parts, ',') .. '}'
--- Nothing changed (as when a call that ran is retried): no event.
-if merged ~= stored then
-  redis.call('HSET', session_key, 'settings', merged)
-  emit('settings', '{"settings":' .. merged .. '}')
-end
-touch_all()
-return merged
-"""
-)
-
-# Returns 1, -1 unknown session, -2 busy.
-_CLEAR = (
-    _PRELUDE
-    + _IDLE_SESSION
-    + """
-if redis.call('LLEN', base .. 'order') > 0 then truncate('') end
-touch_all()
-return 1
-"""
-)
-
-# Extends the leases of any number of replies (of any sessions) in one call. KEYS: (session
-# hash, log) per reply, then the lease index; ARGV[1] and [2] unused, [9..] three per reply:
-# key prefix, session id, reply id. Returns per reply: 0 when it no longer streams or another
-# holds its lease, else 1, or 2 when a client asked it to stop. A lapsed lease is taken back:
-# safe, since nobody else writes a streaming reply.
-_KEEP_LEASES = (
-    _PRELUDE
-    + """
-local function keep(reply)
-  if redis.call('HGET', session_key, 'streaming') ~= reply then return 0 end
-  local holder = redis.call('GET', base .. 'lock')
-  if holder and holder ~= reply then return 0 end
-  redis.call('SET', base .. 'lock', reply, 'PX', lease_ms)
-  redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
-  if redis.call('GET', base .. 'stop') == reply then return 2 end
-  return 1
-end
-leases_key = KEYS[#KEYS]
-local results = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local at = 9 + (i - 1) * 3
-  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
-  base, sid = ARGV[at], ARGV[at + 1]
-  results[i] = keep(ARGV[at + 2])
-end
-return results
-"""
-)
-
-# ARGV[9] stop-flag ms, [10] control channel. Flags the streaming reply to stop and tells every
-# gateway; a reply whose lease lapsed has no gateway to tell, so it is closed here. Returns
-# the reply id, or false when nothing streams.
-_REQUEST_STOP = (
-    _PRELUDE
-    + """
-local reply = redis.call('HGET', session_key, 'streaming')
-if not reply then return false end
-if redis.call('EXISTS', base .. 'lock') == 0 then
-  close_orphan(reply)
-  return reply
-end
-redis.call('SET', base .. 'stop', reply, 'PX', ARGV[9])
-redis.call('PUBLISH', ARGV[10], sid .. ' ' .. reply)
-touch_all()
-return reply
-"""
-)
-
-# Closes the session's reply when its lease lapsed; keeps the index to running replies.
-# Returns the closed reply id, or false.
-_REAP = (
-    _PRELUDE
-    + """
-local reply = redis.call('HGET', session_key, 'streaming')
-if not reply then
-  redis.call('ZREM', leases_key, sid)
-  return false
-end
-local left = redis.call('PTTL', base .. 'lock')
-if left > 0 then
-  redis.call('ZADD', leases_key, now_ms() + left, sid)
-  return false
-end
-close_orphan(reply)
-return reply
-"""
-)
-
-# KEYS[1] the lease index; ARGV[1] how many. Session ids whose lease deadline has passed.
-_DUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
-"""
-
-# ARGV[1] key prefix. Returns {seq, settings, id1, role1, status1, text1, ...} or nil.
-_SNAPSHOT = """
-local seq = redis.call('HGET', KEYS[1], 'seq')
-if not seq then return false end
-local out = {seq, redis.call('HGET', KEYS[1], 'settings')}
-for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. 'order', 0, -1)) do
-  local m = redis.call('HMGET', ARGV[1] .. 'msg:' .. id, 'role', 'status')
-  out[#out + 1] = id
-  out[#out + 1] = m[1]
-  out[#out + 1] = m[2]
-  out[#out + 1] = redis.call('GET', ARGV[1] .. 'text:' .. id) or ''
-end
-return out
-"""
+_BEGIN = _script("prelude", "begin_reply")
+_APPEND_DELTAS = _script("prelude", "append_deltas")
+_FINISH = _script("prelude", "finish_reply")
+_UPDATE_SETTINGS = _script("prelude", "update_settings")
+_CLEAR = _script("prelude", "clear")
+_KEEP_LEASES = _script("prelude", "keep_leases")
+_REQUEST_STOP = _script("prelude", "request_stop")
+_REAP = _script("prelude", "reap")
+_DUE = _script("due")
+_SNAPSHOT = _script("snapshot")
 
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
+_encoder = msgspec.json.Encoder()
+
+
+def _raise_unless_done(result: int, session_id: str) -> None:
+    if result == _Outcome.UNKNOWN_SESSION:
+        raise SessionNotFoundError(session_id)
+    if result == _Outcome.BUSY:
+        raise ReplyBusyError(session_id)
+    if result != _Outcome.DONE:
+        raise RuntimeError(f"unexpected script result {result}")
 
 
 def _text(value: str | bytes) -> str:
@@ -653,14 +393,11 @@ class SessionStore:
             reply_id,
             encode_data(Start(reply_id=reply_id, model=model)),
         )
-        if result == -1:
-            raise SessionNotFoundError(session_id)
-        if result == -2:
-            raise ReplyBusyError(session_id)
-        if result == -3:
+        if result == _Outcome.NOTHING_TO_REGENERATE:
             raise NothingToRegenerateError(replace_from or "")
-        if result == -4:
+        if result == _Outcome.SESSION_FULL:
             raise SessionFullError(self._session_max_bytes)
+        _raise_unless_done(result, session_id)
         return message_id, reply_id
 
     async def append_delta(
@@ -689,7 +426,7 @@ class SessionStore:
         if not keys:
             return []
         results = await self._append_deltas(keys=[*keys, LEASES], args=args)
-        return [int(result) != 0 for result in results]
+        return [int(result) != _Delta.NOT_STREAMING for result in results]
 
     async def finish_reply(self, session_id: str, reply_id: str, event: Done | ErrorEvent) -> bool:
         """False when the reply was not streaming any more (closed already)."""
@@ -700,7 +437,7 @@ class SessionStore:
         seq = await self._write(
             self._finish, session_id, reply_id, status, event.name, encode_data(event)
         )
-        return seq > 0
+        return seq != _Delta.NOT_STREAMING
 
     async def refresh_lease(self, session_id: str, reply_id: str) -> bool:
         """Extend the reply's lease; False when the reply no longer streams."""
@@ -721,7 +458,7 @@ class SessionStore:
         if not keys:
             return []
         results = await self._keep_leases(keys=[*keys, LEASES], args=args)
-        return [_LEASE_STATES[int(result)] for result in results]
+        return [_LEASE_STATES[_Lease(int(result))] for result in results]
 
     async def stop_requested(self, session_id: str, reply_id: str) -> bool:
         flag = cast("bytes | None", await self._redis.get(SessionKeys(session_id).stop))
@@ -755,20 +492,22 @@ class SessionStore:
         unknown = set(changes) - set(SessionSettings.__struct_fields__)
         if unknown:
             raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
-        args: list[str | bytes] = []
-        for name in SessionSettings.__struct_fields__:
-            args += [name, msgspec.json.encode(changes[name]) if name in changes else b""]
-        merged = await self._run(self._update_settings, session_id, *args)
-        if merged == -1:
-            raise SessionNotFoundError(session_id)
-        return _settings_decoder.decode(merged)
+        # Merged here, set in Redis only if nobody changed the settings in between: else again.
+        while True:
+            stored = await self._session_field(session_id, "settings")
+            if stored is None:
+                raise SessionNotFoundError(session_id)
+            merged = msgspec.structs.replace(_settings_decoder.decode(stored), **changes)
+            data = encode_data(SettingsChanged(merged))
+            result = await self._write(
+                self._update_settings, session_id, stored, _encoder.encode(merged), data
+            )
+            if result != _Outcome.SETTINGS_MOVED:
+                _raise_unless_done(result, session_id)
+                return merged
 
     async def clear(self, session_id: str) -> None:
-        result = await self._write(self._clear, session_id)
-        if result == -1:
-            raise SessionNotFoundError(session_id)
-        if result == -2:
-            raise ReplyBusyError(session_id)
+        _raise_unless_done(await self._write(self._clear, session_id), session_id)
 
     async def last_seq(self, session_id: str) -> int | None:
         raw = await self._session_field(session_id, "seq")

@@ -1,0 +1,34 @@
+-- Text for the streaming replies of any number of sessions, in one call: a gateway's writer
+-- sends every reply's pending text together (one round trip, not one per reply per token).
+-- KEYS: (session hash, log) per write, then the lease index; ARGV[1] and [2] unused, [9..]
+-- six per write: key prefix, session id, reply id, text, `delta` data, batch number (1, 2, …
+-- per reply; '' for an unnumbered write). Writes to one reply go in batch order.
+-- Returns per write: its seq, or APPLIED_ALREADY (a retried call that had run), or
+-- NOT_STREAMING (the reply finished, or was closed as an orphan).
+local function append(reply, text, data, batch)
+  local state = redis.call('HMGET', session_key, 'streaming', 'batch')
+  if state[1] ~= reply then return NOT_STREAMING end
+  if batch ~= '' then
+    if tonumber(batch) <= tonumber(state[2] or '0') then return APPLIED_ALREADY end
+    redis.call('HSET', session_key, 'batch', batch)
+  end
+  redis.call('APPEND', base .. KEY_TEXT .. reply, text)
+  redis.call('HINCRBY', session_key, 'bytes', #text)
+  -- The lease is extended as the keepalive does, once a third of it has passed.
+  local lock = base .. KEY_LOCK
+  if redis.call('GET', lock) == reply and redis.call('PTTL', lock) < lease_ms * 2 / 3 then
+    redis.call('PEXPIRE', lock, lease_ms)
+    redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+  end
+  touch_reply(reply)
+  return emit(DELTA_EVENT, data)
+end
+leases_key = KEYS[#KEYS]
+local results = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local at = 9 + (i - 1) * 6
+  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+  base, sid = ARGV[at], ARGV[at + 1]
+  results[i] = append(ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
+end
+return results

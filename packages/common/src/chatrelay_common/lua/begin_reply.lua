@@ -1,0 +1,30 @@
+-- ARGV[9] mode (send|regenerate), [10] truncate-from id ('' none), [11] user message id,
+-- [12] user content, [13] user `message` event data, [14] reply id, [15] `start` data.
+-- The reply id is new for each call: finding it means a retry of a call that ran.
+if redis.call('EXISTS', base .. KEY_MESSAGE .. ARGV[14]) == 1 then return DONE end
+local problem = not_idle()
+if problem then return problem end
+local mode, from = ARGV[9], ARGV[10]
+local size = tonumber(redis.call('HGET', session_key, 'bytes') or '0')
+if size + #ARGV[12] > tonumber(ARGV[7]) then return SESSION_FULL end
+if mode == 'regenerate' then
+  local last = redis.call('LINDEX', base .. KEY_ORDER, -1)
+  if not last then return NOTHING_TO_REGENERATE end
+  if redis.call('HGET', base .. KEY_MESSAGE .. last, 'role') == 'assistant' then
+    truncate(last)
+  end
+elseif from ~= '' then
+  if not truncate(from) then return NOTHING_TO_REGENERATE end
+end
+if mode == 'send' then
+  add_message(ARGV[11], 'user', 'complete', ARGV[12])
+  emit(MESSAGE_EVENT, ARGV[13])
+end
+redis.call('SET', base .. KEY_LOCK, ARGV[14], 'PX', lease_ms)
+redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+redis.call('DEL', base .. KEY_STOP)
+add_message(ARGV[14], 'assistant', 'streaming', '')
+redis.call('HSET', session_key, 'streaming', ARGV[14], 'batch', 0)
+emit(START_EVENT, ARGV[15])
+touch_all()
+return DONE

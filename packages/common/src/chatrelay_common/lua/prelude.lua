@@ -1,0 +1,133 @@
+-- Shared by every write script, after the constants the store composes in (key suffixes,
+-- return codes, event names and JSON templates: see `_store.py`).
+-- KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index; ARGV[1] key prefix of the
+-- session, [2] session id, [3] log cap in events, [4] log cap in bytes, [5] session TTL in
+-- seconds, [6] lease ms, [7] session size cap in bytes, [8] '1' when Redis has every write on
+-- disk before it answers (appendfsync always). A script's own arguments start at ARGV[9].
+local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+-- This Redis's run id, read once per script call (INFO is costly to build).
+local run_id = nil
+-- Read once per script call: a call that writes many replies needs it for each.
+local now = nil
+local function now_ms()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
+-- Drops the oldest entries while the log is over either cap (always keeping the newest, so a
+-- resuming tab can tell where the session is).
+local function trim_log(size)
+  local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local count = redis.call('XLEN', log_key)
+  if count <= max_events and size <= max_bytes then return end
+  local cursor = '-'
+  while count > 1 and (count > max_events or size > max_bytes) do
+    local entries = redis.call('XRANGE', log_key, cursor, '+', 'COUNT', 64)
+    for _, entry in ipairs(entries) do
+      if count <= 1 or (count <= max_events and size <= max_bytes) then break end
+      size = size - #entry[2][4]
+      count = count - 1
+    end
+    cursor = '(' .. entries[#entries][1]
+  end
+  redis.call('XTRIM', log_key, 'MAXLEN', count)
+  redis.call('HSET', session_key, 'log_bytes', size)
+end
+-- A restart of a Redis that may lose its last writes (fsync every second, or snapshots only)
+-- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
+-- event after a restart skips far ahead, and a tab resuming from any older id gets a reset
+-- and a snapshot instead of events that are not the ones it missed.
+local function skip_ids_after_a_lossy_restart()
+  if ARGV[8] == '1' then return end
+  run_id = run_id or string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if redis.call('HGET', session_key, 'run') == run_id then return end
+  if tonumber(redis.call('HGET', session_key, 'seq') or '0') > 0 then
+    redis.call('HINCRBY', session_key, 'seq', SEQ_SKIP_AFTER_RESTART)
+  end
+  redis.call('HSET', session_key, 'run', run_id)
+end
+-- Logs and publishes one event. The pub/sub message is "<seq> <name> <json>": this is its
+-- only writer; `decode_wire` in `_events.py` its reader.
+local function emit(name, data)
+  skip_ids_after_a_lossy_restart()
+  local seq = redis.call('HINCRBY', session_key, 'seq', 1)
+  redis.call('XADD', log_key, seq .. '-0', 'e', name, 'd', data)
+  trim_log(redis.call('HINCRBY', session_key, 'log_bytes', #data))
+  local wire = seq .. WIRE_SEPARATOR .. name .. WIRE_SEPARATOR .. data
+  redis.call('PUBLISH', base .. KEY_CHANNEL, wire)
+  return seq
+end
+-- Activity: every key of the session lives another TTL (lock and stop have their own).
+local function touch_all()
+  redis.call('EXPIRE', session_key, ttl)
+  redis.call('EXPIRE', log_key, ttl)
+  redis.call('EXPIRE', base .. KEY_ORDER, ttl)
+  for _, id in ipairs(redis.call('LRANGE', base .. KEY_ORDER, 0, -1)) do
+    redis.call('EXPIRE', base .. KEY_MESSAGE .. id, ttl)
+    redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
+  end
+end
+-- The cheap form for a delta: only the keys it writes (the others were touched at its start),
+-- and only once the TTL has run down (a second at most): at the pace of tokens, five EXPIREs
+-- per delta would be a good part of its cost.
+local function touch_reply(id)
+  if redis.call('TTL', session_key) >= tonumber(ttl) then return end
+  redis.call('EXPIRE', session_key, ttl)
+  redis.call('EXPIRE', log_key, ttl)
+  redis.call('EXPIRE', base .. KEY_ORDER, ttl)
+  redis.call('EXPIRE', base .. KEY_MESSAGE .. id, ttl)
+  redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
+end
+local function add_message(id, role, status, content)
+  redis.call('RPUSH', base .. KEY_ORDER, id)
+  redis.call('HSET', base .. KEY_MESSAGE .. id, 'role', role, 'status', status)
+  redis.call('SET', base .. KEY_TEXT .. id, content)
+  redis.call('HINCRBY', session_key, 'bytes', #content)
+end
+-- Removes message `from` and everything after it; false when `from` is not in the session.
+local function truncate(from)
+  local ids = redis.call('LRANGE', base .. KEY_ORDER, 0, -1)
+  local at = nil
+  for i, id in ipairs(ids) do
+    if from == '' or id == from then at = i break end
+  end
+  if at == nil then return from == '' end
+  local freed = 0
+  for i = at, #ids do
+    freed = freed + redis.call('STRLEN', base .. KEY_TEXT .. ids[i])
+    redis.call('DEL', base .. KEY_MESSAGE .. ids[i], base .. KEY_TEXT .. ids[i])
+  end
+  if freed > 0 then redis.call('HINCRBY', session_key, 'bytes', -freed) end
+  if at == 1 then
+    redis.call('DEL', base .. KEY_ORDER)
+  else
+    redis.call('LTRIM', base .. KEY_ORDER, 0, at - 2)
+  end
+  -- The id (maybe found here, in Redis) goes into a template that msgspec encoded; ids are
+  -- URL-safe, so they need no JSON escaping.
+  local data = TRUNCATE_ALL_DATA
+  if from ~= '' then data = TRUNCATE_FROM_DATA[1] .. from .. TRUNCATE_FROM_DATA[2] end
+  emit(TRUNCATE_EVENT, data)
+  return true
+end
+-- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
+local function close_orphan(reply)
+  redis.call('HSET', base .. KEY_MESSAGE .. reply, 'status', 'error')
+  redis.call('HDEL', session_key, 'streaming')
+  redis.call('DEL', base .. KEY_STOP)
+  redis.call('ZREM', leases_key, sid)
+  emit(ERROR_EVENT, INTERRUPTED_DATA[1] .. reply .. INTERRUPTED_DATA[2])
+  touch_all()
+end
+-- For writes that need the session idle: an error code, or nil when idle. A reply whose lease
+-- lapsed keeps status `streaming` until someone closes it: close it here.
+local function not_idle()
+  if redis.call('EXISTS', session_key) == 0 then return UNKNOWN_SESSION end
+  if redis.call('EXISTS', base .. KEY_LOCK) == 1 then return BUSY end
+  local orphan = redis.call('HGET', session_key, 'streaming')
+  if orphan then close_orphan(orphan) end
+  return nil
+end
