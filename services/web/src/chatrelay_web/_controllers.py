@@ -1,37 +1,42 @@
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from chatrelay_common import AUTH_COOKIE, LoginTokens, SessionStore, is_session_id
 from litestar import Controller, MediaType, Request, Response, get
-from litestar.connection import ASGIConnection
+from litestar._parsers import parse_cookie_string
 from litestar.datastructures import State
 from litestar.exceptions import (
     ClientException,
+    HTTPException,
     NotAuthorizedException,
     NotFoundException,
     ServiceUnavailableException,
 )
-from litestar.handlers import BaseRouteHandler
 from litestar.response import File, Redirect
+from litestar.types import HTTPScope, Receive, Send
 from redis.exceptions import RedisError
 
 from ._events import EventStream, StreamTiming
 from ._fanout import Fanout
 from ._settings import WebSettings
 
-__all__ = ["EventsController", "PageController"]
+__all__ = ["PageController", "events_session_id", "serve_events"]
+
+logger = logging.getLogger("chatrelay")
 
 STATIC_DIR = Path(__file__).parent / "static"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+_EVENTS_PATH = re.compile(r"^/api/sessions/([^/]+)/events$")
 
 
-async def _authenticated(connection: ASGIConnection[Any, Any, Any, State]) -> bool:
+async def _authenticated(state: State, cookie: str | None) -> bool:
     """No password set, or a valid login cookie (one signer per process, made on first use)."""
-    state = connection.app.state
     if "login_tokens" not in state:
         settings: WebSettings = state.settings
         state.login_tokens = settings.login_tokens(state.redis)
@@ -39,23 +44,12 @@ async def _authenticated(connection: ASGIConnection[Any, Any, Any, State]) -> bo
     if tokens is None:
         return True
     try:
-        return await tokens.verify(connection.cookies.get(AUTH_COOKIE))
+        return await tokens.verify(cookie)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableException(detail="Sign-in check unavailable; retry soon") from exc
 
 
-async def login_required(
-    connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler
-) -> None:
-    if not await _authenticated(connection):
-        raise NotAuthorizedException(detail="Login required")
-
-
-def _last_event_id(request: Request[Any, Any, State]) -> int | None:
-    """From the ``Last-Event-ID`` header (EventSource's reconnect), else ``?last_event_id=``."""
-    raw = request.headers.get("last-event-id")
-    if raw is None:
-        raw = request.query_params.get("last_event_id")
+def _event_id(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
     if not _EVENT_ID.match(raw.strip()):
@@ -63,33 +57,73 @@ def _last_event_id(request: Request[Any, Any, State]) -> int | None:
     return int(raw)
 
 
-class EventsController(Controller):
-    path = "/api/sessions"
-    guards = (login_required,)
+def events_session_id(scope: HTTPScope) -> str | None:
+    """The session of a ``GET /api/sessions/{session_id}/events``, else None."""
+    if scope["method"] != "GET":
+        return None
+    found = _EVENTS_PATH.match(scope["path"])
+    return None if found is None else found.group(1)
 
-    @get("/{session_id:str}/events")
-    async def events(
-        self,
-        session_id: str,
-        request: Request[Any, Any, State],
-        store: SessionStore,
-        fanout: Fanout,
-        settings: WebSettings,
-    ) -> EventStream:
-        last_event_id = _last_event_id(request)
-        unavailable = ServiceUnavailableException(detail="Live events are unavailable; retry soon")
-        if not is_session_id(session_id):
-            raise NotFoundException(detail="No such session")
-        try:
-            exists = await store.exists(session_id)
-        except (RedisError, OSError) as exc:
-            raise unavailable from exc
-        if not exists:
-            raise NotFoundException(detail="No such session")
-        if not fanout.connected:
-            raise unavailable
-        timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
-        return EventStream(store, fanout, session_id, last_event_id, timing)
+
+async def _open_events(state: State, scope: HTTPScope, session_id: str) -> EventStream:
+    """The checks, in the order (and with the answers) the API gives: login (401), the
+    ``Last-Event-ID`` header or ``?last_event_id=`` (400), the session (404), Redis (503)."""
+    last_event_id: str | None = None
+    cookies: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"last-event-id" and last_event_id is None:
+            last_event_id = value.decode("latin-1")
+        elif name == b"cookie":
+            cookies.append(value.decode("latin-1"))
+    cookie = parse_cookie_string("; ".join(cookies)).get(AUTH_COOKIE) if cookies else None
+    if not await _authenticated(state, cookie):
+        raise NotAuthorizedException(detail="Login required")
+    if last_event_id is None:  # EventSource's reconnect sends the header; a first load may ask
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        last_event_id = next((value for key, value in query if key == "last_event_id"), None)
+    after = _event_id(last_event_id)
+    unavailable = ServiceUnavailableException(detail="Live events are unavailable; retry soon")
+    if not is_session_id(session_id):
+        raise NotFoundException(detail="No such session")
+    store: SessionStore = state.store
+    try:
+        exists = await store.exists(session_id)
+    except (RedisError, OSError) as exc:
+        raise unavailable from exc
+    if not exists:
+        raise NotFoundException(detail="No such session")
+    fanout: Fanout = state.fanout
+    if not fanout.connected:
+        raise unavailable
+    settings: WebSettings = state.settings
+    timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
+    return EventStream(store, fanout, session_id, after, timing)
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def serve_events(
+    state: State, scope: HTTPScope, receive: Receive, send: Send, session_id: str
+) -> None:
+    """``GET /api/sessions/{session_id}/events`` as a bare ASGI endpoint, in front of
+    Litestar's router: thousands of these stay open for hours, and Litestar's request,
+    middleware and handler frames (several KiB each) would stay alive with every one; its
+    per-request setup was also most of the loop's stall while thousands connect at once."""
+    try:
+        stream = await _open_events(state, scope, session_id)
+    except HTTPException as exc:
+        await _answer(send, exc.status_code, exc.detail)
+        return
+    except Exception:
+        logger.exception("unhandled error opening the events of a session")
+        await _answer(send, 500, "Internal server error")
+        return
+    await stream(scope, receive, send)
 
 
 class PageController(Controller):
@@ -97,7 +131,7 @@ class PageController(Controller):
 
     @get(["/", "/s/{session_id:str}"])
     async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
-        if not await _authenticated(request):
+        if not await _authenticated(request.app.state, request.cookies.get(AUTH_COOKIE)):
             return Redirect(f"/login?{urlencode({'next': request.url.path})}")
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML

@@ -6,15 +6,26 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
+from typing import cast
 
 from chatrelay_common import SessionStore, open_redis, store_lifespan
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.static_files import create_static_files_router
+from litestar.types import (
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 from redis.asyncio import Redis
 
-from ._controllers import STATIC_DIR, EventsController, PageController
+from ._controllers import STATIC_DIR, PageController, events_session_id, serve_events
 from ._errors import exception_handlers
 from ._fanout import Fanout
 from ._health import HealthController
@@ -23,6 +34,25 @@ from ._settings import WebSettings
 __all__ = ["create_app"]
 
 _GC_YOUNG_THRESHOLD = 50_000
+
+
+class _WebApp(Litestar):
+    """Litestar, with the events streams answered before its router (see ``serve_events``)."""
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            http_scope = cast("HTTPScope", scope)
+            if (session_id := events_session_id(http_scope)) is not None:
+                await serve_events(
+                    self.state, http_scope, cast("Receive", receive), cast("Send", send), session_id
+                )
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: WebSettings | None = None) -> Litestar:
@@ -70,9 +100,8 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
     def provide_settings() -> WebSettings:
         return settings
 
-    return Litestar(
+    return _WebApp(
         route_handlers=[
-            EventsController,
             PageController,
             HealthController,
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
