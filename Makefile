@@ -11,9 +11,12 @@ PY := $(VENV)/bin/python
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-$(UV):
+# The uv pin lives in infra/docker/uv-requirements.txt, which the service image installs too.
+UV_PIN := infra/docker/uv-requirements.txt
+$(UV): $(UV_PIN)
 	python3 -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet -r $(UV_PIN)
+	touch $@
 
 .PHONY: venv
 venv: $(UV) ## Create .venv and install the workspace from uv.lock

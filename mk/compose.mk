@@ -1,11 +1,12 @@
 # Containers: images, the compose stack, a private Docker engine, end-to-end tests.
 #
 # ENGINE=private (default when no Docker answers): scripts/engine.sh runs a dockerd of our own
-# under $(ENGINE_DIR) with Compose v2 from PyPI. ENGINE=system: whatever `docker` talks to.
+# under $CHATRELAY_ENGINE_DIR with Compose v2 from PyPI. ENGINE=system: whatever `docker`
+# talks to.
 
-ENGINE_DIR ?= /var/lib/chatrelay-engine
 ENGINE ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),system,private)
-PRIVATE_DOCKER_ENV := DOCKER_HOST=unix://$(ENGINE_DIR)/docker.sock DOCKER_CONFIG=$(ENGINE_DIR)/docker-config
+# DOCKER_HOST=... DOCKER_CONFIG=... as engine.sh derives them (it owns the folder's default).
+PRIVATE_DOCKER_ENV = $(shell scripts/engine.sh env | sed 's/^export //')
 DOCKER_ENV = $(if $(filter private,$(ENGINE)),$(PRIVATE_DOCKER_ENV))
 # Base images: auto (public when a registry answers, else Debian stand-ins) | standins | public
 IMAGES ?= auto
@@ -56,5 +57,5 @@ lint-compose: $(LINT_TOOLS)/bin/hadolint ## Check compose (schema + config -q), 
 	$(LINT_TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml
 	$$(scripts/engine.sh compose) -f infra/compose.yaml config -q
 	$$(scripts/engine.sh compose) -f infra/compose.yaml -f tests/e2e/compose.e2e.yaml config -q
-	$(LINT_TOOLS)/bin/hadolint services/gateway/Dockerfile services/web/Dockerfile infra/docker/edge/Dockerfile infra/docker/standins/*.Dockerfile
+	$(LINT_TOOLS)/bin/hadolint infra/docker/service/Dockerfile infra/docker/edge/Dockerfile infra/docker/standins/*.Dockerfile
 	$(LINT_TOOLS)/bin/shellcheck scripts/engine.sh scripts/e2e.sh infra/docker/base-images.sh infra/docker/edge/*.sh

@@ -8,8 +8,9 @@
 #   scripts/engine.sh env      print `export DOCKER_HOST=... DOCKER_CONFIG=...` (eval "$(... env)")
 #   scripts/engine.sh purge    stop, then delete the data root (images, volumes, build cache)
 #   scripts/engine.sh compose  install the Compose plugin only; print its path (works standalone)
+#   scripts/engine.sh dir      print the engine folder ($CHATRELAY_ENGINE_DIR or its default)
 #
-# Flags follow ../shared/notes/machine.md: overlay2, cgroupfs, nofile 20000, MTU 1400.
+# Why these dockerd flags (overlay2, cgroupfs, nofile 20000, MTU 1400): infra/docker/README.md.
 set -euo pipefail
 
 ENGINE_DIR="${CHATRELAY_ENGINE_DIR:-/var/lib/chatrelay-engine}"
@@ -189,7 +190,8 @@ case "${1:-}" in
     status)
         if engine_up; then say "running: $DOCKER_HOST"; else say "not running"; exit 1; fi ;;
     env) cmd_env ;;
+    dir) echo "$ENGINE_DIR" ;;
     compose) install_compose; echo "$DOCKER_CONFIG/cli-plugins/docker-compose" ;;
     purge) cmd_stop; say "deleting $ENGINE_DIR"; rm -rf "$ENGINE_DIR" ;;
-    *) echo "usage: $0 start|stop|status|env|compose|purge" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|env|compose|dir|purge" >&2; exit 2 ;;
 esac

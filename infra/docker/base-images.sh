@@ -17,7 +17,7 @@ MODE="${1:-auto}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HERE="$ROOT/infra/docker"
 OUT="${IMAGES_ENV:-$ROOT/.run/images.env}"
-CACHE="${CHATRELAY_IMAGE_CACHE:-${CHATRELAY_ENGINE_DIR:-/var/lib/chatrelay-engine}/cache}"
+CACHE="${CHATRELAY_IMAGE_CACHE:-$("$ROOT/scripts/engine.sh" dir)/cache}"
 SUITE=bookworm
 
 declare -A PUBLIC=(
