@@ -20,7 +20,7 @@ from ._events import (
     encode_sse,
     encode_wire,
 )
-from ._keys import CONTROL_CHANNEL, SessionKeys
+from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys
 from ._redis import open_redis
 from ._service import serve, store_lifespan
 from ._settings import ServiceSettings
@@ -38,6 +38,7 @@ from ._store import (
 __all__ = [
     "AUTH_COOKIE",
     "CONTROL_CHANNEL",
+    "WEB_HOME_PREFIX",
     "Delta",
     "Done",
     "ErrorEvent",
