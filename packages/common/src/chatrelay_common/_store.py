@@ -1,6 +1,10 @@
 """The session store: every write is one Lua script, so an event's sequence number, its log
 entry, its effect on the session and its pub/sub publication happen atomically and in order.
 
+The scripts live in ``lua/*.lua``; each starts with constants composed in from Python (key
+suffixes from ``_keys.py``, return codes, event names and msgspec-encoded event templates),
+so that the Lua spells none of them itself.
+
 The gateway writes through it; the web service reads snapshots and the log through it.
 
 Bounded and fault-tolerant by design:
@@ -486,9 +490,9 @@ class SessionStore:
     async def update_settings(
         self, session_id: str, changes: Mapping[str, object]
     ) -> SessionSettings:
-        """Merge ``changes`` into the stored settings in one atomic step (two concurrent
-        updates of different fields both survive) and emit ``settings`` unless nothing
-        changed; returns the merge."""
+        """Merge ``changes`` into the stored settings (two concurrent updates of different
+        fields both survive) and emit ``settings`` unless nothing changed; returns the
+        merge."""
         unknown = set(changes) - set(SessionSettings.__struct_fields__)
         if unknown:
             raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
@@ -498,13 +502,12 @@ class SessionStore:
             if stored is None:
                 raise SessionNotFoundError(session_id)
             merged = msgspec.structs.replace(_settings_decoder.decode(stored), **changes)
+            merged_json = _encoder.encode(merged)
             data = encode_data(SettingsChanged(merged))
-            result = await self._write(
-                self._update_settings, session_id, stored, _encoder.encode(merged), data
-            )
+            result = await self._write(self._update_settings, session_id, stored, merged_json, data)
             if result != _Outcome.SETTINGS_MOVED:
                 _raise_unless_done(result, session_id)
-                return merged
+                return _settings_decoder.decode(merged_json)
 
     async def clear(self, session_id: str) -> None:
         _raise_unless_done(await self._write(self._clear, session_id), session_id)
