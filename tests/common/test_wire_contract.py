@@ -3,6 +3,7 @@ key suffixes, event names and event JSON from Python, and publish what `decode_w
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import msgspec
@@ -109,12 +110,14 @@ async def test_a_change_made_between_the_read_and_the_write_is_merged_not_lost(
     assert event.data == b'{"settings":{"system":"s","model":"m","temperature":0.5}}'
 
 
-def test_no_script_spells_a_key_suffix_or_builds_json() -> None:
+def test_no_script_spells_a_key_suffix_or_field_or_builds_json() -> None:
     folder = resources.files("chatrelay_common") / "lua"
     scripts = {entry.name: entry.read_text() for entry in folder.iterdir()}
     assert len(scripts) == 11
     for name, text in scripts.items():
         for suffix in SESSION_KEY_SUFFIXES.values():
             assert f"'{suffix}'" not in text, (name, suffix)
+        # Nor a field of a hash (or of a log entry) as its first field.
+        assert re.search(r"'(H[A-Z]+|XADD)', [^,]+, '", text) is None, name
         assert "'{" not in text, name
         assert "}'" not in text, name

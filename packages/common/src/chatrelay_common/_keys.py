@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONTROL_CHANNEL", "LEASES", "SESSION_KEY_SUFFIXES", "WEB_HOME_PREFIX", "SessionKeys"]
+__all__ = [
+    "CONTROL_CHANNEL",
+    "HASH_FIELDS",
+    "LEASES",
+    "LOG_FIELDS",
+    "SESSION_KEY_SUFFIXES",
+    "WEB_HOME_PREFIX",
+    "SessionKeys",
+]
 
 PREFIX = "chatrelay"
 # Gateways listen here for stop requests: ``b"<session_id> <reply_id>"``.
@@ -35,6 +43,21 @@ SESSION_KEY_SUFFIXES = {
     "MESSAGE": _MESSAGE,
     "TEXT": _TEXT,
 }
+# Fields of a message's hash (``SessionKeys.message``) and of a session's hash
+# (``SessionKeys.session``): composed into the Lua as the key suffixes are.
+HASH_FIELDS = {
+    "ROLE": "role",
+    "STATUS": "status",
+    "SETTINGS": "settings",
+    "SEQ": "seq",
+    "STREAMING": "streaming",
+    "BATCH": "batch",
+    "BYTES": "bytes",
+    "LOG_BYTES": "log_bytes",
+    "RUN": "run",
+}
+# Fields of a log entry (``SessionKeys.log``), likewise.
+LOG_FIELDS = {"NAME": "e", "DATA": "d"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,14 @@ from ._events import (
     Truncate,
     encode_data,
 )
-from ._keys import CONTROL_CHANNEL, LEASES, SESSION_KEY_SUFFIXES, SessionKeys
+from ._keys import (
+    CONTROL_CHANNEL,
+    HASH_FIELDS,
+    LEASES,
+    LOG_FIELDS,
+    SESSION_KEY_SUFFIXES,
+    SessionKeys,
+)
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -192,6 +199,8 @@ def _lua_char(byte: int) -> str:
 # The constants every script starts with: Python is their one source.
 _LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
     **{f"KEY_{name}": suffix for name, suffix in SESSION_KEY_SUFFIXES.items()},
+    **{f"FIELD_{name}": field for name, field in HASH_FIELDS.items()},
+    **{f"LOG_{name}": field for name, field in LOG_FIELDS.items()},
     **{code.name: int(code) for codes in (_Outcome, _Delta, _Lease) for code in codes},
     "SEQ_SKIP_AFTER_RESTART": SEQ_SKIP_AFTER_RESTART,
     "WIRE_SEPARATOR": WIRE_SEPARATOR,
@@ -228,6 +237,8 @@ _DUE = _script("due")
 _SNAPSHOT = _script("snapshot")
 
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
+_SETTINGS, _SEQ = HASH_FIELDS["SETTINGS"], HASH_FIELDS["SEQ"]
+_LOG_NAME, _LOG_DATA = LOG_FIELDS["NAME"].encode(), LOG_FIELDS["DATA"].encode()
 _encoder = msgspec.json.Encoder()
 
 
@@ -330,7 +341,7 @@ class SessionStore:
         session_id = new_id()
         key = SessionKeys(session_id).session
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"settings": msgspec.json.encode(settings), "seq": 0})
+            pipe.hset(key, mapping={_SETTINGS: msgspec.json.encode(settings), _SEQ: 0})
             pipe.expire(key, self._session_ttl)
             await pipe.execute()
         return session_id
@@ -344,7 +355,7 @@ class SessionStore:
         return bool(await self._redis.exists(SessionKeys(session_id).session))
 
     async def settings(self, session_id: str) -> SessionSettings:
-        raw = await self._session_field(session_id, "settings")
+        raw = await self._session_field(session_id, _SETTINGS)
         if raw is None:
             raise SessionNotFoundError(session_id)
         return _settings_decoder.decode(raw)
@@ -498,7 +509,7 @@ class SessionStore:
             raise ValueError(f"not a session setting: {', '.join(sorted(unknown))}")
         # Merged here, set in Redis only if nobody changed the settings in between: else again.
         while True:
-            stored = await self._session_field(session_id, "settings")
+            stored = await self._session_field(session_id, _SETTINGS)
             if stored is None:
                 raise SessionNotFoundError(session_id)
             merged = msgspec.structs.replace(_settings_decoder.decode(stored), **changes)
@@ -513,7 +524,7 @@ class SessionStore:
         _raise_unless_done(await self._write(self._clear, session_id), session_id)
 
     async def last_seq(self, session_id: str) -> int | None:
-        raw = await self._session_field(session_id, "seq")
+        raw = await self._session_field(session_id, _SEQ)
         return None if raw is None else int(raw)
 
     async def events_after(
@@ -528,7 +539,9 @@ class SessionStore:
         )
         return [
             LoggedEvent(
-                seq=int(entry_id.split(b"-", 1)[0]), name=fields[b"e"].decode(), data=fields[b"d"]
+                seq=int(entry_id.split(b"-", 1)[0]),
+                name=fields[_LOG_NAME].decode(),
+                data=fields[_LOG_DATA],
             )
             for entry_id, fields in entries
         ]

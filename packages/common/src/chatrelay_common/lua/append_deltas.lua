@@ -6,14 +6,14 @@
 -- Returns per write: its seq, or APPLIED_ALREADY (a retried call that had run), or
 -- NOT_STREAMING (the reply finished, or was closed as an orphan).
 local function append(reply, text, data, batch)
-  local state = redis.call('HMGET', session_key, 'streaming', 'batch')
+  local state = redis.call('HMGET', session_key, FIELD_STREAMING, FIELD_BATCH)
   if state[1] ~= reply then return NOT_STREAMING end
   if batch ~= '' then
     if tonumber(batch) <= tonumber(state[2] or '0') then return APPLIED_ALREADY end
-    redis.call('HSET', session_key, 'batch', batch)
+    redis.call('HSET', session_key, FIELD_BATCH, batch)
   end
   redis.call('APPEND', base .. KEY_TEXT .. reply, text)
-  redis.call('HINCRBY', session_key, 'bytes', #text)
+  redis.call('HINCRBY', session_key, FIELD_BYTES, #text)
   -- The lease is extended as the keepalive does, once a third of it has passed.
   local lock = base .. KEY_LOCK
   if redis.call('GET', lock) == reply and redis.call('PTTL', lock) < lease_ms * 2 / 3 then

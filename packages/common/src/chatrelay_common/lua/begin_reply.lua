@@ -5,12 +5,12 @@ if redis.call('EXISTS', base .. KEY_MESSAGE .. ARGV[14]) == 1 then return DONE e
 local problem = not_idle()
 if problem then return problem end
 local mode, from = ARGV[9], ARGV[10]
-local size = tonumber(redis.call('HGET', session_key, 'bytes') or '0')
+local size = tonumber(redis.call('HGET', session_key, FIELD_BYTES) or '0')
 if size + #ARGV[12] > tonumber(ARGV[7]) then return SESSION_FULL end
 if mode == 'regenerate' then
   local last = redis.call('LINDEX', base .. KEY_ORDER, -1)
   if not last then return NOTHING_TO_REGENERATE end
-  if redis.call('HGET', base .. KEY_MESSAGE .. last, 'role') == 'assistant' then
+  if redis.call('HGET', base .. KEY_MESSAGE .. last, FIELD_ROLE) == 'assistant' then
     truncate(last)
   end
 elseif from ~= '' then
@@ -24,7 +24,7 @@ redis.call('SET', base .. KEY_LOCK, ARGV[14], 'PX', lease_ms)
 redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
 redis.call('DEL', base .. KEY_STOP)
 add_message(ARGV[14], 'assistant', 'streaming', '')
-redis.call('HSET', session_key, 'streaming', ARGV[14], 'batch', 0)
+redis.call('HSET', session_key, FIELD_STREAMING, ARGV[14], FIELD_BATCH, 0)
 emit(START_EVENT, ARGV[15])
 touch_all()
 return DONE

@@ -4,7 +4,7 @@
 -- or another holds its lease, else LEASE_KEPT, or STOP_ASKED when a client asked it to stop.
 -- A lapsed lease is taken back: safe, since nobody else writes a streaming reply.
 local function keep(reply)
-  if redis.call('HGET', session_key, 'streaming') ~= reply then return LEASE_LOST end
+  if redis.call('HGET', session_key, FIELD_STREAMING) ~= reply then return LEASE_LOST end
   local holder = redis.call('GET', base .. KEY_LOCK)
   if holder and holder ~= reply then return LEASE_LOST end
   redis.call('SET', base .. KEY_LOCK, reply, 'PX', lease_ms)

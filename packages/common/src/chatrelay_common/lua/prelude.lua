@@ -34,7 +34,7 @@ local function trim_log(size)
     cursor = '(' .. entries[#entries][1]
   end
   redis.call('XTRIM', log_key, 'MAXLEN', count)
-  redis.call('HSET', session_key, 'log_bytes', size)
+  redis.call('HSET', session_key, FIELD_LOG_BYTES, size)
 end
 -- A restart of a Redis that may lose its last writes (fsync every second, or snapshots only)
 -- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
@@ -43,19 +43,19 @@ end
 local function skip_ids_after_a_lossy_restart()
   if ARGV[8] == '1' then return end
   run_id = run_id or string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  if redis.call('HGET', session_key, 'run') == run_id then return end
-  if tonumber(redis.call('HGET', session_key, 'seq') or '0') > 0 then
-    redis.call('HINCRBY', session_key, 'seq', SEQ_SKIP_AFTER_RESTART)
+  if redis.call('HGET', session_key, FIELD_RUN) == run_id then return end
+  if tonumber(redis.call('HGET', session_key, FIELD_SEQ) or '0') > 0 then
+    redis.call('HINCRBY', session_key, FIELD_SEQ, SEQ_SKIP_AFTER_RESTART)
   end
-  redis.call('HSET', session_key, 'run', run_id)
+  redis.call('HSET', session_key, FIELD_RUN, run_id)
 end
 -- Logs and publishes one event. The pub/sub message is "<seq> <name> <json>": this is its
 -- only writer; `decode_wire` in `_events.py` its reader.
 local function emit(name, data)
   skip_ids_after_a_lossy_restart()
-  local seq = redis.call('HINCRBY', session_key, 'seq', 1)
-  redis.call('XADD', log_key, seq .. '-0', 'e', name, 'd', data)
-  trim_log(redis.call('HINCRBY', session_key, 'log_bytes', #data))
+  local seq = redis.call('HINCRBY', session_key, FIELD_SEQ, 1)
+  redis.call('XADD', log_key, seq .. '-0', LOG_NAME, name, LOG_DATA, data)
+  trim_log(redis.call('HINCRBY', session_key, FIELD_LOG_BYTES, #data))
   local wire = seq .. WIRE_SEPARATOR .. name .. WIRE_SEPARATOR .. data
   redis.call('PUBLISH', base .. KEY_CHANNEL, wire)
   return seq
@@ -83,9 +83,9 @@ local function touch_reply(id)
 end
 local function add_message(id, role, status, content)
   redis.call('RPUSH', base .. KEY_ORDER, id)
-  redis.call('HSET', base .. KEY_MESSAGE .. id, 'role', role, 'status', status)
+  redis.call('HSET', base .. KEY_MESSAGE .. id, FIELD_ROLE, role, FIELD_STATUS, status)
   redis.call('SET', base .. KEY_TEXT .. id, content)
-  redis.call('HINCRBY', session_key, 'bytes', #content)
+  redis.call('HINCRBY', session_key, FIELD_BYTES, #content)
 end
 -- Removes message `from` and everything after it; false when `from` is not in the session.
 local function truncate(from)
@@ -100,7 +100,7 @@ local function truncate(from)
     freed = freed + redis.call('STRLEN', base .. KEY_TEXT .. ids[i])
     redis.call('DEL', base .. KEY_MESSAGE .. ids[i], base .. KEY_TEXT .. ids[i])
   end
-  if freed > 0 then redis.call('HINCRBY', session_key, 'bytes', -freed) end
+  if freed > 0 then redis.call('HINCRBY', session_key, FIELD_BYTES, -freed) end
   if at == 1 then
     redis.call('DEL', base .. KEY_ORDER)
   else
@@ -115,8 +115,8 @@ local function truncate(from)
 end
 -- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
 local function close_orphan(reply)
-  redis.call('HSET', base .. KEY_MESSAGE .. reply, 'status', 'error')
-  redis.call('HDEL', session_key, 'streaming')
+  redis.call('HSET', base .. KEY_MESSAGE .. reply, FIELD_STATUS, 'error')
+  redis.call('HDEL', session_key, FIELD_STREAMING)
   redis.call('DEL', base .. KEY_STOP)
   redis.call('ZREM', leases_key, sid)
   emit(ERROR_EVENT, INTERRUPTED_DATA[1] .. reply .. INTERRUPTED_DATA[2])
@@ -127,7 +127,7 @@ end
 local function not_idle()
   if redis.call('EXISTS', session_key) == 0 then return UNKNOWN_SESSION end
   if redis.call('EXISTS', base .. KEY_LOCK) == 1 then return BUSY end
-  local orphan = redis.call('HGET', session_key, 'streaming')
+  local orphan = redis.call('HGET', session_key, FIELD_STREAMING)
   if orphan then close_orphan(orphan) end
   return nil
 end

@@ -1,6 +1,6 @@
 -- Closes the session's reply when its lease lapsed; keeps the index to running replies.
 -- Returns the closed reply id, or false.
-local reply = redis.call('HGET', session_key, 'streaming')
+local reply = redis.call('HGET', session_key, FIELD_STREAMING)
 if not reply then
   redis.call('ZREM', leases_key, sid)
   return false
