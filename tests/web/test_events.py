@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ from redis.asyncio import Redis
 
 from tests.support import fake_upstream as fake
 from tests.support.api import create_session, send_message
-from tests.support.services import Service
+from tests.support.services import Service, run_service
 from tests.support.sse import Event, collect_until, open_events, reply_text
 
 
@@ -256,3 +258,37 @@ async def test_one_redis_subscription_per_process_released_after_disconnect(
             break
         await asyncio.sleep(0.05)
     assert await subscriptions() == 0
+
+
+@pytest.fixture(scope="module")
+def one_opening_web(redis_server_url: str, service_logs: Path) -> Iterator[Service]:
+    """A web that opens one events stream at a time (checks and first read)."""
+    env = {"REDIS_URL": redis_server_url, "WEB_MAX_OPENING_STREAMS": "1"}
+    with run_service("web", env, service_logs) as service:
+        yield service
+
+
+async def test_a_burst_of_tabs_opens_one_at_a_time_and_every_tab_gets_its_start(
+    client: httpx.AsyncClient, gateway: Service, one_opening_web: Service
+) -> None:
+    session_id = await create_session(client, gateway.url)
+    async with open_events(client, one_opening_web.url, session_id) as stream:
+        await anext(stream)
+        ids = await send_message(client, gateway.url, session_id, "hi")
+        done = (await collect_until(stream, "done"))[-1]
+    assert done.id is not None
+
+    async def first_event(last_event_id: int | None) -> Event:
+        async with open_events(client, one_opening_web.url, session_id, last_event_id) as tab:
+            return await anext(tab)
+
+    # Resuming and fresh tabs, all at once: each waits its turn, none waits forever.
+    firsts = await asyncio.wait_for(
+        asyncio.gather(*(first_event(None if i % 2 else done.id - 1) for i in range(40))), 30
+    )
+    assert [event.name for event in firsts] == ["done", "snapshot"] * 20
+    assert {event.id for event in firsts} == {done.id}
+    assert firsts[0].data["reply_id"] == ids["reply_id"]
+    assert firsts[1].data["seq"] == done.id
+    unknown = await client.get(f"{one_opening_web.url}/api/sessions/{'A' * 22}/events")
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "No such session"})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -65,7 +66,9 @@ def events_session_id(scope: HTTPScope) -> str | None:
     return None if found is None else found.group(1)
 
 
-async def _open_events(state: State, scope: HTTPScope, session_id: str) -> EventStream:
+async def _open_events(
+    state: State, scope: HTTPScope, session_id: str, opening: asyncio.Semaphore
+) -> EventStream:
     """The checks, in the order (and with the answers) the API gives: login (401), the
     ``Last-Event-ID`` header or ``?last_event_id=`` (400), the session (404), Redis (503)."""
     last_event_id: str | None = None
@@ -97,7 +100,7 @@ async def _open_events(state: State, scope: HTTPScope, session_id: str) -> Event
         raise unavailable
     settings: WebSettings = state.settings
     timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
-    return EventStream(store, fanout, session_id, after, timing)
+    return EventStream(store, fanout, session_id, after, timing, opening)
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:
@@ -113,9 +116,16 @@ async def serve_events(
     """``GET /api/sessions/{session_id}/events`` as a bare ASGI endpoint, in front of
     Litestar's router: thousands of these stay open for hours, and Litestar's request,
     middleware and handler frames (several KiB each) would stay alive with every one; its
-    per-request setup was also most of the loop's stall while thousands connect at once."""
+    per-request setup was also most of the loop's stall while thousands connect at once.
+
+    At most ``WEB_MAX_OPENING_STREAMS`` streams run their checks (and, later, their first
+    read) at once; the rest wait their turn. A burst of thousands of tabs then costs a few
+    small loop turns instead of one long one, and Redis reads go out over a few pooled
+    connections instead of a new connection per tab."""
+    opening: asyncio.Semaphore = state.opening
     try:
-        stream = await _open_events(state, scope, session_id)
+        async with opening:
+            stream = await _open_events(state, scope, session_id, opening)
     except HTTPException as exc:
         await _answer(send, exc.status_code, exc.detail)
         return

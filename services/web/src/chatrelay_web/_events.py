@@ -116,6 +116,7 @@ async def stream_session(
     timing: StreamTiming,
     gone: asyncio.Future[None],
     write: Write,
+    opening: asyncio.Semaphore,
 ) -> None:
     """Subscribe first, then write the snapshot (or the log after ``last_event_id``), then
     live events, skipping any the client already has. When Redis fails the stream just ends:
@@ -126,7 +127,7 @@ async def stream_session(
             gone.add_done_callback(subscriber.close)
             try:
                 live = _Live(store, session_id, subscriber, write)
-                await live.open(last_event_id)
+                await live.open(last_event_id, opening)
                 await live.run(timing)
             finally:
                 gone.remove_done_callback(subscriber.close)
@@ -146,7 +147,7 @@ class EventStream:
     are, with no per-write wrapping, and one small task per connection watches for the
     client leaving. Thousands of these stay open at once, so each costs little."""
 
-    __slots__ = ("_fanout", "_last_event_id", "_session_id", "_store", "_timing")
+    __slots__ = ("_fanout", "_last_event_id", "_opening", "_session_id", "_store", "_timing")
 
     def __init__(
         self,
@@ -155,7 +156,9 @@ class EventStream:
         session_id: str,
         last_event_id: int | None,
         timing: StreamTiming,
+        opening: asyncio.Semaphore,
     ) -> None:
+        self._opening = opening
         self._store = store
         self._fanout = fanout
         self._session_id = session_id
@@ -177,6 +180,7 @@ class EventStream:
                 self._timing,
                 gone,
                 write,
+                self._opening,
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -202,16 +206,20 @@ class _Live:
         self._in_flight = False
         self._last_write = self._last_heard = 0.0
 
-    async def open(self, last_event_id: int | None) -> None:
-        """The snapshot, or ``retry`` and the log after ``last_event_id``."""
+    async def open(self, last_event_id: int | None, opening: asyncio.Semaphore) -> None:
+        """The snapshot, or ``retry`` and the log after ``last_event_id``. The first read holds
+        ``opening`` (which bounds how many streams open at once), the writes do not: a client
+        that does not read must not keep others from opening."""
         if last_event_id is None:
-            snapshot = await _snapshot_frame(self._store, self._session_id)
+            async with opening:
+                snapshot = await _snapshot_frame(self._store, self._session_id)
             self._last, self._in_flight = snapshot.seq, snapshot.in_flight
             await self._write(RETRY + snapshot.frame)
             return
         await self._write(RETRY)
         self._last = last_event_id
-        self._in_flight = await _in_flight_at(self._store, self._session_id, last_event_id)
+        async with opening:
+            self._in_flight = await _in_flight_at(self._store, self._session_id, last_event_id)
         async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
             await self._write(replayed.frame)
             self._last, self._in_flight = replayed.seq, replayed.in_flight

@@ -28,3 +28,7 @@ class WebSettings(ServiceSettings):
     flush_spacing: float = Field(
         default=DEFAULT_FLUSH_SPACING, ge=0, le=1e-3, validation_alias="WEB_FLUSH_SPACING_SECONDS"
     )
+    # Events streams checking the session or reading their first snapshot at once; more
+    # wait their turn (a burst of tabs neither stalls the loop nor opens a Redis connection
+    # per tab).
+    max_opening_streams: int = Field(default=32, ge=1, validation_alias="WEB_MAX_OPENING_STREAMS")

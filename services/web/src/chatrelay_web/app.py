@@ -68,6 +68,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
                 flush_spacing=settings.flush_spacing,
             )
             app.state.fanout = fanout
+            app.state.opening = asyncio.Semaphore(settings.max_opening_streams)
             reader = asyncio.create_task(fanout.run())
             # Everything alive now (modules, the app, its routes) lives as long as the
             # process: keep it out of every future collection, whose cost grows with it.
