@@ -50,6 +50,33 @@ async def _authenticated(state: State, cookie: str | None) -> bool:
         raise ServiceUnavailableException(detail="Sign-in check unavailable; retry soon") from exc
 
 
+class _SharedExists:
+    """Tabs asking whether the same session exists while a read is in flight share it: a
+    burst of thousands of tabs on one session asks Redis a few times, not once per tab.
+    Only a yes is shared (sessions are only ever created before their tabs connect, and
+    leave by expiry): a no may predate the session, so the tab reads again itself."""
+
+    __slots__ = ("_reads", "_store")
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._reads: dict[str, asyncio.Future[bool]] = {}
+
+    async def __call__(self, session_id: str) -> bool:
+        read = self._reads.get(session_id)
+        if read is not None and await asyncio.shield(read):
+            return True
+        read = self._reads[session_id] = asyncio.ensure_future(self._store.exists(session_id))
+        read.add_done_callback(lambda _: self._forget(session_id, read))
+        return await asyncio.shield(read)
+
+    def _forget(self, session_id: str, read: asyncio.Future[bool]) -> None:
+        if self._reads.get(session_id) is read:
+            del self._reads[session_id]
+        if not read.cancelled():
+            read.exception()  # retrieved: every waiter may have left
+
+
 def _event_id(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
@@ -89,8 +116,11 @@ async def _open_events(
     if not is_session_id(session_id):
         raise NotFoundException(detail="No such session")
     store: SessionStore = state.store
+    if "shared_exists" not in state:
+        state.shared_exists = _SharedExists(store)
+    shared_exists: _SharedExists = state.shared_exists
     try:
-        exists = await store.exists(session_id)
+        exists = await shared_exists(session_id)
     except (RedisError, OSError) as exc:
         raise unavailable from exc
     if not exists:
