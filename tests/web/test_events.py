@@ -292,3 +292,10 @@ async def test_a_burst_of_tabs_opens_one_at_a_time_and_every_tab_gets_its_start(
     assert firsts[1].data["seq"] == done.id
     unknown = await client.get(f"{one_opening_web.url}/api/sessions/{'A' * 22}/events")
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "No such session"})
+    # As under Litestar's router, a trailing slash names the same stream.
+    slashed = f"{one_opening_web.url}/api/sessions/{session_id}/events/"
+    async with client.stream("GET", slashed) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        first = await anext(response.aiter_bytes())
+    assert first.startswith(f"retry: 1000\n\nid: {done.id}\nevent: snapshot\n".encode())

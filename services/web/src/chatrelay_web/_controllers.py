@@ -33,7 +33,7 @@ logger = logging.getLogger("chatrelay")
 
 STATIC_DIR = Path(__file__).parent / "static"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
-_EVENTS_PATH = re.compile(r"^/api/sessions/([^/]+)/events$")
+_EVENTS_PATH = re.compile(r"^/api/sessions/([^/]+)/events/?$")  # Litestar ignored a trailing /
 
 
 async def _authenticated(state: State, cookie: str | None) -> bool:
