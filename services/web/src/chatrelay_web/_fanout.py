@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatrelay_common import decode_wire, encode_sse, new_id
+from chatrelay_common import WEB_HOME_PREFIX, decode_wire, encode_sse, new_id
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -190,7 +190,7 @@ class Fanout:
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         # Subscribed for the process's lifetime so that `listen()` never runs dry.
-        self._home = f"chatrelay:web:{new_id(8)}"
+        self._home = f"{WEB_HOME_PREFIX}{new_id(8)}"
 
     @property
     def connected(self) -> bool:
