@@ -11,20 +11,15 @@ import pytest
 from chatrelay_gateway._settings import GatewaySettings
 from pydantic import ValidationError
 
-from tests.conftest import TEST_API_KEY
+from tests.conftest import _keyed_gateway
 from tests.support.api import create_session
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.services import Service, run_service
+from tests.support.services import Service
 
 
 def _gateway(redis_url: str, fake: FakeUpstream, logs: Path, **env: str) -> Iterator[Service]:
-    base = {
-        "REDIS_URL": redis_url,
-        "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-    }
-    with run_service("gateway", {**base, **env}, logs) as service:
-        yield service
+    """A keyed gateway whose allowlist is only what ``env`` says (empty means unset)."""
+    yield from _keyed_gateway(redis_url, fake.base_url, logs, **{"OPENAI_MODELS": "", **env})
 
 
 @pytest.fixture(scope="module")
