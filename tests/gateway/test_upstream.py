@@ -16,7 +16,6 @@ from chatrelay_gateway._upstream import (
     Completion,
     UpstreamConfig,
     UpstreamError,
-    normalize_base_url,
     stream_chat,
 )
 
@@ -515,27 +514,3 @@ def test_the_config_never_shows_the_key() -> None:
         assert "SECRET" not in text
         assert "http://127.0.0.1:1/v1" in text
     assert config.api_key == API_KEY
-
-
-# --- base URL -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("https://api.openai.com", "https://api.openai.com/v1"),
-        ("https://api.openai.com/", "https://api.openai.com/v1"),
-        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
-        ("https://api.openai.com/v1/", "https://api.openai.com/v1"),
-        ("http://127.0.0.1:8001", "http://127.0.0.1:8001/v1"),
-        ("http://127.0.0.1:8001/demo/v1", "http://127.0.0.1:8001/demo/v1"),
-        ("http://localhost:11434/v1/", "http://localhost:11434/v1"),
-        ("https://example.com/openai/v1", "https://example.com/openai/v1"),
-        (
-            "https://generativelanguage.googleapis.com/v1beta/openai/",
-            "https://generativelanguage.googleapis.com/v1beta/openai",
-        ),
-    ],
-)
-def test_normalize_base_url(given: str, expected: str) -> None:
-    assert normalize_base_url(given) == expected

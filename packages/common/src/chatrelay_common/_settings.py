@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
@@ -69,16 +69,6 @@ class ServiceSettings(BaseSettings):
     login_window_seconds: int = Field(default=60, ge=1, validation_alias="LOGIN_WINDOW_SECONDS")
     # With a real API key and no SITE_PASSWORD the gateway serves only this machine unless set.
     allow_open_access: bool = Field(default=False, validation_alias="ALLOW_OPEN_ACCESS")
-
-    @field_validator("site_password", "secret", mode="before")
-    @classmethod
-    def _empty_password_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("allow_open_access", mode="before")
-    @classmethod
-    def _empty_flag_is_off(cls, value: object) -> object:
-        return False if value == "" else value
 
     def login_tokens(self, redis: Redis) -> LoginTokens | None:
         """The login cookie signer, or None when no ``SITE_PASSWORD`` is set (no login)."""

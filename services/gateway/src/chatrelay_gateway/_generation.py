@@ -24,9 +24,10 @@ import httpx
 from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot
 from redis.exceptions import RedisError
 
+from ._settings import DEFAULT_FLUSH_SECONDS
 from ._upstream import Completion, UpstreamConfig, UpstreamError, stream_chat
 
-__all__ = ["DEFAULT_FLUSH_SECONDS", "Generations", "chat_body"]
+__all__ = ["Generations", "chat_body"]
 
 logger = logging.getLogger("chatrelay.gateway")
 
@@ -34,9 +35,6 @@ logger = logging.getLogger("chatrelay.gateway")
 REAP_SECONDS = 1.0
 # How long the stop listener waits for a message before checking its connection again.
 _STOP_POLL_SECONDS = 1.0
-# The writer's flush tick: text of every reply that arrives within it shares one Redis call.
-# Text after a quiet spell (longer than a tick) goes out at once.
-DEFAULT_FLUSH_SECONDS = 0.005
 # Most replies written by one Redis call, which blocks Redis while it runs; the rest follow.
 _MAX_REPLIES_PER_FLUSH = 256
 _FIRST_RETRY_SECONDS = 0.1

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import ipaddress
+
+import httpx
 from chatrelay_common import ServiceSettings
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from ._generation import DEFAULT_FLUSH_SECONDS
-from ._upstream import normalize_base_url
-
-__all__ = ["DEMO_MODEL", "GatewaySettings"]
+__all__ = ["DEFAULT_FLUSH_SECONDS", "DEMO_MODEL", "GatewaySettings"]
 
 DEMO_MODEL = "chatrelay-demo"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+# The writer's flush tick: text of every reply that arrives within it shares one Redis call.
+# Text after a quiet spell (longer than a tick) goes out at once.
+DEFAULT_FLUSH_SECONDS = 0.005
 
 
 class GatewaySettings(ServiceSettings):
@@ -52,13 +55,6 @@ class GatewaySettings(ServiceSettings):
         default=DEFAULT_FLUSH_SECONDS, gt=0, le=1, validation_alias="GATEWAY_FLUSH_SECONDS"
     )
 
-    @field_validator(
-        "openai_api_key", "openai_base_url", "openai_model", "openai_models", mode="before"
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
     @model_validator(mode="after")
     def _default_model_is_allowed(self) -> GatewaySettings:
         if not self.demo and self.default_model not in self.allowed_models:
@@ -77,8 +73,8 @@ class GatewaySettings(ServiceSettings):
     @property
     def upstream_base_url(self) -> str:
         if self.demo:
-            return f"http://127.0.0.1:{self.port}/demo/v1"
-        return normalize_base_url(self.openai_base_url or OPENAI_BASE_URL)
+            return f"http://{_reachable_host(self.host)}:{self.port}/demo/v1"
+        return _normalize_base_url(self.openai_base_url or OPENAI_BASE_URL)
 
     @property
     def default_model(self) -> str:
@@ -101,3 +97,22 @@ class GatewaySettings(ServiceSettings):
     @property
     def api_key(self) -> str | None:
         return None if self.openai_api_key is None else self.openai_api_key.get_secret_value()
+
+
+def _normalize_base_url(url: str) -> str:
+    """``http://host:port`` and ``http://host:port/`` mean ``http://host:port/v1``; any other
+    path (``/v1``, ``/openai/v1``, ``/v1beta/openai``) is kept as given."""
+    url = url.rstrip("/")
+    return url + "/v1" if httpx.URL(url).path in ("", "/") else url
+
+
+def _reachable_host(listen_host: str) -> str:
+    """Where this process reaches itself, as a URL host: a gateway listening on one address
+    answers only there, one listening on all of them answers on loopback too."""
+    try:
+        address = ipaddress.ip_address(listen_host)
+    except ValueError:  # a name, e.g. localhost
+        return listen_host
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return f"[{address}]" if address.version == 6 else str(address)

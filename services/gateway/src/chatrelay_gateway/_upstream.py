@@ -18,7 +18,7 @@ import httpx
 import msgspec
 from chatrelay_common import Usage
 
-__all__ = ["Completion", "UpstreamConfig", "UpstreamError", "normalize_base_url", "stream_chat"]
+__all__ = ["Completion", "UpstreamConfig", "UpstreamError", "stream_chat"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _WHOLE_ANSWER_LIMIT = 8 * 1024 * 1024
@@ -65,13 +65,6 @@ class UpstreamError(Exception):
         super().__init__(code, message)
         self.code = code
         self.message = message
-
-
-def normalize_base_url(url: str) -> str:
-    """``http://host:port`` and ``http://host:port/`` mean ``http://host:port/v1``; any other
-    path (``/v1``, ``/openai/v1``, ``/v1beta/openai``) is kept as given."""
-    url = url.rstrip("/")
-    return url + "/v1" if httpx.URL(url).path in ("", "/") else url
 
 
 def _scrub(text: str, api_key: str | None) -> str:
