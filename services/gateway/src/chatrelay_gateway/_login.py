@@ -1,4 +1,5 @@
-"""``SITE_PASSWORD``: the login that sets the cookie, logout that revokes it, and the guard."""
+"""``SITE_PASSWORD``: the login that sets the cookie, logout that revokes it, and the guard
+(shared with the web: ``chatrelay_litestar``)."""
 
 from __future__ import annotations
 
@@ -7,59 +8,30 @@ import hmac
 from typing import Any
 
 import msgspec
-from chatrelay_common import AUTH_COOKIE, LoginThrottle, LoginTokens, ServiceSettings
+from chatrelay_common import AUTH_COOKIE, LoginThrottle, ServiceSettings
+from chatrelay_litestar import SIGN_IN_UNAVAILABLE, authenticated, login_required, login_tokens
 from litestar import Controller, Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
 from litestar.exceptions import (
     NotAuthorizedException,
     ServiceUnavailableException,
     TooManyRequestsException,
 )
-from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from redis.exceptions import RedisError
 
 from ._schemas import error_responses
 
-__all__ = ["LoginController", "login_required"]
+__all__ = ["LoginController", "login_required"]  # the guard, for the routes that need it
 
 # Litestar documents a ``Response[None]`` (needed to set the cookie) as a JSON ``null`` body;
 # a 204 has none.
 _NO_CONTENT = {HTTP_204_NO_CONTENT: ResponseSpec(None, description="Done; no body")}
 
-_REDIS_DOWN = "Sign-in is unavailable right now (Redis is unreachable); retry soon"
-
 
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     password: str
-
-
-def _login_tokens(state: State) -> LoginTokens | None:
-    """One signer per process, made on first use (it reads the shared secret from Redis)."""
-    if "login_tokens" not in state:
-        settings: ServiceSettings = state.settings
-        state.login_tokens = settings.login_tokens(state.redis)
-    tokens: LoginTokens | None = state.login_tokens
-    return tokens
-
-
-async def _authenticated(connection: ASGIConnection[Any, Any, Any, State]) -> bool:
-    tokens = _login_tokens(connection.app.state)
-    if tokens is None:
-        return True
-    try:
-        return await tokens.verify(connection.cookies.get(AUTH_COOKIE))
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
-
-
-async def login_required(
-    connection: ASGIConnection[Any, Any, Any, State], _: BaseRouteHandler
-) -> None:
-    if not await _authenticated(connection):
-        raise NotAuthorizedException(detail="Login required")
 
 
 def _cookie(value: str, max_age: int) -> Cookie:
@@ -84,7 +56,7 @@ class LoginController(Controller):
     )
     async def login(self, request: Request[Any, Any, State], data: Login) -> Response[None]:
         settings: ServiceSettings = request.app.state.settings
-        tokens = _login_tokens(request.app.state)
+        tokens = login_tokens(request.app.state)
         if settings.site_password is None or tokens is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         throttle: LoginThrottle = settings.login_throttle(request.app.state.redis)
@@ -105,7 +77,7 @@ class LoginController(Controller):
             await throttle.succeeded(client)
             token = await tokens.issue()
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
+            raise ServiceUnavailableException(detail=SIGN_IN_UNAVAILABLE) from exc
         return Response(
             None,
             status_code=HTTP_204_NO_CONTENT,
@@ -118,7 +90,9 @@ class LoginController(Controller):
         settings: ServiceSettings = request.app.state.settings
         return {
             "required": settings.site_password is not None,
-            "authenticated": await _authenticated(request),
+            "authenticated": await authenticated(
+                request.app.state, request.cookies.get(AUTH_COOKIE)
+            ),
         }
 
     @post(
@@ -126,10 +100,10 @@ class LoginController(Controller):
     )
     async def logout(self, request: Request[Any, Any, State]) -> Response[None]:
         """Ends this login everywhere: a copy of the cookie kept from before stops working."""
-        tokens = _login_tokens(request.app.state)
+        tokens = login_tokens(request.app.state)
         if tokens is not None:
             try:
                 await tokens.revoke(request.cookies.get(AUTH_COOKIE))
             except (RedisError, OSError) as exc:
-                raise ServiceUnavailableException(detail=_REDIS_DOWN) from exc
+                raise ServiceUnavailableException(detail=SIGN_IN_UNAVAILABLE) from exc
         return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[_cookie("", 0)])

@@ -8,21 +8,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from chatrelay_common import SessionStore, store_lifespan
-from litestar import Litestar, Request, Response
+from chatrelay_common import store_lifespan
+from chatrelay_litestar import (
+    ErrorResponse,
+    error_response,
+    from_state,
+    health_controller,
+    provide_value,
+)
+from litestar import Litestar, Request
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from redis.asyncio import Redis
 
 from ._access import access_guards
 from ._controllers import ModelsController, SessionController
 from ._demo import demo_model_router
 from ._errors import exception_handlers
 from ._generation import Generations
-from ._health import HealthController
 from ._limits import ReplySlots
 from ._login import LoginController
 from ._schemas import GatewayRequest
@@ -60,51 +64,29 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 reaper.cancel()
                 await generations.aclose()
 
-    def provide_store(state: State) -> SessionStore:
-        store: SessionStore = state.store
-        return store
-
-    def provide_redis(state: State) -> Redis:
-        redis: Redis = state.redis
-        return redis
-
-    def provide_generations(state: State) -> Generations:
-        generations: Generations = state.generations
-        return generations
-
-    def too_large(request: Request[Any, Any, Any], __: Exception) -> Response[dict[str, str]]:
+    def too_large(request: Request[Any, Any, Any], __: Exception) -> ErrorResponse:
         limit = request.route_handler.resolve_request_max_body_size()
         detail = f"Request body is larger than {limit} bytes"
-        return Response({"detail": detail}, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-
-    def provide_default_model() -> str:
-        return settings.default_model
-
-    def provide_allowed_models() -> tuple[str, ...]:
-        return settings.allowed_models
-
-    reply_slots = ReplySlots(per_client=settings.max_replies_per_ip, total=settings.max_replies)
-
-    def provide_reply_slots() -> ReplySlots:
-        return reply_slots
+        return error_response(HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail)
 
     return Litestar(
         route_handlers=[
             SessionController,
             ModelsController,
             LoginController,
-            HealthController,
+            health_controller(),
             demo_model_router(settings.demo_max_body_bytes),
         ],
         guards=access_guards(settings),
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
-            "store": Provide(provide_store, sync_to_thread=False),
-            "redis": Provide(provide_redis, sync_to_thread=False),
-            "generations": Provide(provide_generations, sync_to_thread=False),
-            "default_model": Provide(provide_default_model, sync_to_thread=False),
-            "allowed_models": Provide(provide_allowed_models, sync_to_thread=False),
-            "reply_slots": Provide(provide_reply_slots, sync_to_thread=False),
+            "store": from_state("store"),
+            "generations": from_state("generations"),
+            "default_model": provide_value(settings.default_model),
+            "allowed_models": provide_value(settings.allowed_models),
+            "reply_slots": provide_value(
+                ReplySlots(per_client=settings.max_replies_per_ip, total=settings.max_replies)
+            ),
         },
         state=State({"settings": settings, "demo_token_delay": settings.demo_token_delay}),
         exception_handlers={**exception_handlers, HTTP_413_REQUEST_ENTITY_TOO_LARGE: too_large},

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chatrelay_common import AUTH_COOKIE, LoginTokens, SessionStore, is_session_id
+from chatrelay_common import AUTH_COOKIE, SessionStore, is_session_id
+from chatrelay_litestar import authenticated
 from litestar import Controller, MediaType, Request, Response, get
 from litestar._parsers import parse_cookie_string
 from litestar.datastructures import State
@@ -34,20 +35,6 @@ logger = logging.getLogger("chatrelay")
 STATIC_DIR = Path(__file__).parent / "static"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _EVENTS_PATH = re.compile(r"^/api/sessions/([^/]+)/events/?$")  # Litestar ignored a trailing /
-
-
-async def _authenticated(state: State, cookie: str | None) -> bool:
-    """No password set, or a valid login cookie (one signer per process, made on first use)."""
-    if "login_tokens" not in state:
-        settings: WebSettings = state.settings
-        state.login_tokens = settings.login_tokens(state.redis)
-    tokens: LoginTokens | None = state.login_tokens
-    if tokens is None:
-        return True
-    try:
-        return await tokens.verify(cookie)
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailableException(detail="Sign-in check unavailable; retry soon") from exc
 
 
 class _SharedExists:
@@ -106,7 +93,7 @@ async def _open_events(
         elif name == b"cookie":
             cookies.append(value.decode("latin-1"))
     cookie = parse_cookie_string("; ".join(cookies)).get(AUTH_COOKIE) if cookies else None
-    if not await _authenticated(state, cookie):
+    if not await authenticated(state, cookie):
         raise NotAuthorizedException(detail="Login required")
     if last_event_id is None:  # EventSource's reconnect sends the header; a first load may ask
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
@@ -171,7 +158,7 @@ class PageController(Controller):
 
     @get(["/", "/s/{session_id:str}"])
     async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
-        if not await _authenticated(request.app.state, request.cookies.get(AUTH_COOKIE)):
+        if not await authenticated(request.app.state, request.cookies.get(AUTH_COOKIE)):
             return Redirect(f"/login?{urlencode({'next': request.url.path})}")
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML

@@ -8,10 +8,10 @@ import gc
 from collections.abc import AsyncIterator
 from typing import cast
 
-from chatrelay_common import SessionStore, open_redis, store_lifespan
+from chatrelay_common import open_redis, store_lifespan
+from chatrelay_litestar import exception_handlers, provide_value
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.static_files import create_static_files_router
 from litestar.types import (
@@ -23,10 +23,8 @@ from litestar.types import (
     Scope,
     Send,
 )
-from redis.asyncio import Redis
 
 from ._controllers import STATIC_DIR, PageController, events_session_id, serve_events
-from ._errors import exception_handlers
 from ._fanout import Fanout
 from ._health import HealthController
 from ._settings import WebSettings
@@ -86,21 +84,6 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
 
-    def provide_store(state: State) -> SessionStore:
-        store: SessionStore = state.store
-        return store
-
-    def provide_redis(state: State) -> Redis:
-        redis: Redis = state.redis
-        return redis
-
-    def provide_fanout(state: State) -> Fanout:
-        fanout: Fanout = state.fanout
-        return fanout
-
-    def provide_settings() -> WebSettings:
-        return settings
-
     return _WebApp(
         route_handlers=[
             PageController,
@@ -109,12 +92,9 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
         ],
         lifespan=[store_lifespan(settings), fanout_lifespan],
         dependencies={
-            "store": Provide(provide_store, sync_to_thread=False),
-            "redis": Provide(provide_redis, sync_to_thread=False),
-            "fanout": Provide(provide_fanout, sync_to_thread=False),
-            "settings": Provide(provide_settings, sync_to_thread=False),
+            "settings": provide_value(settings),
         },
         state=State({"settings": settings}),
-        exception_handlers=exception_handlers,
+        exception_handlers=exception_handlers(),
         openapi_config=None,
     )
