@@ -4,13 +4,9 @@ address where it actually listens."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +15,7 @@ from chatrelay_gateway._demo import demo_reply
 from chatrelay_gateway._settings import GatewaySettings
 
 from tests.support.api import create_session, send_message
-from tests.support.redis_server import free_port
+from tests.support.services import run_service
 
 
 @pytest.fixture(autouse=True)
@@ -88,52 +84,15 @@ def _non_loopback_ipv4() -> str | None:
     return None if address.startswith("127.") else address
 
 
-@contextlib.contextmanager
-def _gateway_on(host: str, redis_url: str, log_path: Path) -> Iterator[str]:
-    """A demo gateway listening on ``host`` only (``run_service`` listens on loopback)."""
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_"))},
-        "GATEWAY_HOST": host,
-        "GATEWAY_PORT": str(port),
-        "GATEWAY_DEMO_TOKEN_DELAY": "0",
-        "REDIS_URL": redis_url,
-    }
-    url = f"http://{host}:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatrelay_gateway"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=log_path.parent,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def test_a_demo_gateway_on_a_non_loopback_address_answers(
     redis_server_url: str, tmp_path: Path
 ) -> None:
     host = _non_loopback_ipv4()
     if host is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    with _gateway_on(host, redis_server_url, tmp_path / "gateway.log") as url:
+    env = {"REDIS_URL": redis_server_url, "GATEWAY_DEMO_TOKEN_DELAY": "0"}
+    with run_service("gateway", env, tmp_path, host=host) as gateway:
+        url = gateway.url
         async with httpx.AsyncClient(timeout=10) as client:
             session_id = await create_session(client, url)
             ids = await send_message(client, url, session_id, "Hello there")

@@ -43,8 +43,11 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None
 
 
 @contextlib.contextmanager
-def run_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Service]:
-    """``name`` is ``gateway`` or ``web``: runs ``python -m chatrelay_<name>``."""
+def run_service(
+    name: str, env: dict[str, str], log_dir: Path, *, host: str = "127.0.0.1"
+) -> Iterator[Service]:
+    """``name`` is ``gateway`` or ``web``: runs ``python -m chatrelay_<name>`` listening on
+    ``host`` only."""
     port = free_port()
     prefix = name.upper()
     log_path = log_dir / f"{name}-{port}.log"
@@ -52,7 +55,7 @@ def run_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Servi
         **{
             k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_", "WEB_"))
         },
-        f"{prefix}_HOST": "127.0.0.1",
+        f"{prefix}_HOST": host,
         f"{prefix}_PORT": str(port),
         **env,
     }
@@ -64,7 +67,7 @@ def run_service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Servi
             stderr=subprocess.STDOUT,
             cwd=log_dir,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         _wait_ready(url, proc, log_path)
         yield Service(name, url, log_path, proc)
