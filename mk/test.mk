@@ -1,6 +1,6 @@
 # Tests and static checks of the Python code.
 TEST_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl curl:curl
-TEST_PATHS := tests/common tests/gateway tests/web tests/infra
+TEST_PATHS := tests/common tests/litestar_kit tests/gateway tests/web tests/infra tests/bench
 
 .PHONY: test
 test: venv ## Install what the tests need, then run them (real Redis, uvicorn, nginx on free ports)
