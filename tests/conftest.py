@@ -57,11 +57,9 @@ def fake_upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
     return fake_upstream_server
 
 
-def _keyed_gateway(
-    redis_url: str, upstream_url: str, log_dir: Path, **env: str
-) -> Iterator[Service]:
-    """A gateway process that sends TEST_API_KEY to ``upstream_url``."""
-    env = {
+def keyed_gateway_env(redis_url: str, upstream_url: str, **env: str) -> dict[str, str]:
+    """The environment of a gateway that sends TEST_API_KEY to ``upstream_url``."""
+    return {
         "REDIS_URL": redis_url,
         "OPENAI_BASE_URL": upstream_url,
         "OPENAI_API_KEY": TEST_API_KEY,
@@ -72,7 +70,15 @@ def _keyed_gateway(
         "GATEWAY_MAX_REPLIES": "1000",
         **env,
     }
-    with run_service("gateway", env, log_dir) as service:
+
+
+def _keyed_gateway(
+    redis_url: str, upstream_url: str, log_dir: Path, **env: str
+) -> Iterator[Service]:
+    """A gateway process that sends TEST_API_KEY to ``upstream_url``."""
+    with run_service(
+        "gateway", keyed_gateway_env(redis_url, upstream_url, **env), log_dir
+    ) as service:
         yield service
 
 

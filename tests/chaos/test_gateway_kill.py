@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.chaos._reply_tabs import ReplyTab, follow_reply
-from tests.conftest import TEST_API_KEY
+from tests.conftest import keyed_gateway_env
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
 from tests.support.services import Service, run_service
@@ -37,13 +37,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _gateway_env(redis_url: str, upstream: FakeUpstream) -> dict[str, str]:
     # The defaults under test: CHATRELAY_LEASE_SECONDS (6) and the reaper's 1 s round.
-    return {
-        "REDIS_URL": redis_url,
-        "OPENAI_BASE_URL": upstream.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-        "OPENAI_MODEL": "slow",
-        "OPENAI_MODELS": "slow,ok",
-    }
+    return keyed_gateway_env(redis_url, upstream.base_url, OPENAI_MODEL="slow")
 
 
 def _kill(service: Service) -> None:

@@ -20,7 +20,7 @@ import pytest
 from chatrelay_common import SessionKeys, open_redis
 
 from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
-from tests.conftest import TEST_API_KEY
+from tests.conftest import keyed_gateway_env
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
 from tests.support.services import Service, run_service
@@ -47,15 +47,7 @@ def storm_services(
     redis_server_url: str, slow_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Service, Service]]:
     logs = tmp_path_factory.mktemp("storm-logs")
-    gateway_env = {
-        "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": slow_upstream.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-        "OPENAI_MODEL": "slow",
-        "OPENAI_MODELS": "slow",
-        "GATEWAY_MAX_REPLIES_PER_IP": str(SESSIONS * 2),
-        "GATEWAY_MAX_REPLIES": str(SESSIONS * 2),
-    }
+    gateway_env = keyed_gateway_env(redis_server_url, slow_upstream.base_url, OPENAI_MODEL="slow")
     web_env = {"REDIS_URL": redis_server_url, "WEB_HEARTBEAT_SECONDS": "1"}
     with (
         run_service("gateway", gateway_env, logs) as gateway,

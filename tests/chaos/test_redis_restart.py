@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.chaos._reply_tabs import ReplyTab, follow_reply
-from tests.conftest import TEST_API_KEY
+from tests.conftest import keyed_gateway_env
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
 from tests.support.redis_process import RedisProcess
@@ -39,13 +39,7 @@ def stack(
 ) -> Iterator[tuple[RedisProcess, Service, Service]]:
     redis = RedisProcess(tmp_path)
     redis.start()
-    gateway_env = {
-        "REDIS_URL": redis.url,
-        "OPENAI_BASE_URL": slow_upstream.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-        "OPENAI_MODEL": "slow",
-        "OPENAI_MODELS": "slow,ok",
-    }
+    gateway_env = keyed_gateway_env(redis.url, slow_upstream.base_url, OPENAI_MODEL="slow")
     web_env = {"REDIS_URL": redis.url, "WEB_HEARTBEAT_SECONDS": "1"}
     try:
         with (

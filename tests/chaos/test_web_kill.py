@@ -17,7 +17,7 @@ import pytest
 
 from tests.chaos._edge import client_tls, running_edge
 from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
-from tests.conftest import TEST_API_KEY
+from tests.conftest import keyed_gateway_env
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
 from tests.support.services import Service, run_service
@@ -67,13 +67,7 @@ async def test_a_killed_web_process_loses_no_tab(
 ) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    gateway_env = {
-        "REDIS_URL": redis_server_url,
-        "OPENAI_BASE_URL": slow_upstream.base_url,
-        "OPENAI_API_KEY": TEST_API_KEY,
-        "OPENAI_MODEL": "slow",
-        "OPENAI_MODELS": "slow",
-    }
+    gateway_env = keyed_gateway_env(redis_server_url, slow_upstream.base_url, OPENAI_MODEL="slow")
     web_env = {"REDIS_URL": redis_server_url, "WEB_HEARTBEAT_SECONDS": "1"}
     with contextlib.ExitStack() as stack:
         gateway = stack.enter_context(run_service("gateway", gateway_env, logs))
