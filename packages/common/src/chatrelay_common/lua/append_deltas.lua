@@ -23,12 +23,6 @@ local function append(reply, text, data, batch)
   touch_reply(reply)
   return emit(DELTA_EVENT, data)
 end
-leases_key = KEYS[#KEYS]
-local results = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local at = 9 + (i - 1) * 6
-  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
-  base, sid = ARGV[at], ARGV[at + 1]
-  results[i] = append(ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
-end
-return results
+return for_each_session(6, function(own)
+  return append(ARGV[own], ARGV[own + 1], ARGV[own + 2], ARGV[own + 3])
+end)

@@ -12,12 +12,6 @@ local function keep(reply)
   if redis.call('GET', base .. KEY_STOP) == reply then return STOP_ASKED end
   return LEASE_KEPT
 end
-leases_key = KEYS[#KEYS]
-local results = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local at = 9 + (i - 1) * 3
-  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
-  base, sid = ARGV[at], ARGV[at + 1]
-  results[i] = keep(ARGV[at + 2])
-end
-return results
+return for_each_session(3, function(own)
+  return keep(ARGV[own])
+end)

@@ -131,3 +131,19 @@ local function not_idle()
   if orphan then close_orphan(orphan) end
   return nil
 end
+
+-- For the scripts that serve many sessions in one call. KEYS: (session hash, log) per item,
+-- then the lease index; ARGV from [9]: `stride` values per item, its key prefix and session
+-- id first. Points the shared locals at each item's session in turn and returns
+-- {fn(index of the item's own first argument), ...}.
+local function for_each_session(stride, fn)
+  leases_key = KEYS[#KEYS]
+  local results = {}
+  for i = 1, (#KEYS - 1) / 2 do
+    local at = 9 + (i - 1) * stride
+    session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+    base, sid = ARGV[at], ARGV[at + 1]
+    results[i] = fn(at + 2)
+  end
+  return results
+end
