@@ -6,6 +6,7 @@ from typing import Any
 from chatrelay_common import SessionSettings, SessionStore, Snapshot, is_session_id
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 
 from ._generation import Generations
@@ -55,9 +56,34 @@ class ModelsController(Controller):
         return ModelList(models=list(allowed_models), default=default_model)
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What starting a reply needs, from the handler's dependencies."""
+
+    store: SessionStore
+    generations: Generations
+    allowed_models: tuple[str, ...]
+    slots: ReplySlots
+    client: str
+
+
+def _replies(
+    request: Request[Any, Any, State],
+    store: SessionStore,
+    generations: Generations,
+    allowed_models: tuple[str, ...],
+    reply_slots: ReplySlots,
+) -> _Reply:
+    # uvicorn sets the client from X-Forwarded-For when the peer is a trusted proxy (nginx).
+    client = request.client.host if request.client else "unknown"
+    return _Reply(store, generations, allowed_models, reply_slots, client)
+
+
 class SessionController(Controller):
     path = "/api/sessions"
     guards = (login_required,)
+    # The reply-starting handlers share what starting a reply takes.
+    dependencies = {"replies": Provide(_replies, sync_to_thread=False)}  # noqa: RUF012 (Litestar reads it per instance)
 
     @post("/", status_code=201, responses=error_responses(400, 413, 422))
     async def create_session(
@@ -102,16 +128,12 @@ class SessionController(Controller):
         self,
         session_id: str,
         data: PostMessage,
-        request: Request[Any, Any, State],
-        store: SessionStore,
-        generations: Generations,
-        allowed_models: tuple[str, ...],
-        reply_slots: ReplySlots,
+        replies: _Reply,
     ) -> BeganReply:
         if not data.content.strip():
             raise UnprocessableError(detail="Message content must not be blank")
         message_id, reply_id = await _begin(
-            _Reply(store, generations, allowed_models, reply_slots, _client_of(request)),
+            replies,
             _checked(session_id),
             data.content,
             data.replace_from,
@@ -127,14 +149,10 @@ class SessionController(Controller):
     async def regenerate(
         self,
         session_id: str,
-        request: Request[Any, Any, State],
-        store: SessionStore,
-        generations: Generations,
-        allowed_models: tuple[str, ...],
-        reply_slots: ReplySlots,
+        replies: _Reply,
     ) -> StartedReply:
         _, reply_id = await _begin(
-            _Reply(store, generations, allowed_models, reply_slots, _client_of(request)),
+            replies,
             _checked(session_id),
             None,
             None,
@@ -151,22 +169,6 @@ class SessionController(Controller):
         if not await store.exists(_checked(session_id)):
             raise NotFoundException(detail="No such session")
         return StopResult(reply_id=await store.request_stop(session_id))
-
-
-def _client_of(request: Request[Any, Any, State]) -> str:
-    # uvicorn sets this from X-Forwarded-For when the peer is a trusted proxy (nginx).
-    return request.client.host if request.client else "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """What starting a reply needs, from the handler's dependencies."""
-
-    store: SessionStore
-    generations: Generations
-    allowed_models: tuple[str, ...]
-    slots: ReplySlots
-    client: str
 
 
 async def _begin(
