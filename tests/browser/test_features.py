@@ -174,8 +174,10 @@ async def test_recent_sessions_and_new_chat(context: BrowserContext) -> None:
     current = page.locator("#recent-list a[aria-current=page]")
     await expect(current).to_have_text("remember this chat")
 
+    first_url = page.url
     await page.locator("#new-chat").click()
-    await expect(page).not_to_have_url(page.url)
+    # page.url is read before the click: read after, it may already be the new chat's.
+    await expect(page).not_to_have_url(first_url)
     await expect(page).to_have_url(SESSION_URL)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     assert session_id(page) != first
