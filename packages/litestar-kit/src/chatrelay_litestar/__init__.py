@@ -4,11 +4,15 @@ of any web framework."""
 from ._errors import ErrorResponse, error_response, exception_handlers
 from ._health import NotReady, health_controller
 from ._login import SIGN_IN_UNAVAILABLE, authenticated, login_required, login_tokens
+from ._metrics import METRICS_NAMESPACE, METRICS_PATH, MetricsController, request_metrics
 from ._provide import from_state, provide_value
 
 __all__ = [
+    "METRICS_NAMESPACE",
+    "METRICS_PATH",
     "SIGN_IN_UNAVAILABLE",
     "ErrorResponse",
+    "MetricsController",
     "NotReady",
     "authenticated",
     "error_response",
@@ -18,4 +22,5 @@ __all__ = [
     "login_required",
     "login_tokens",
     "provide_value",
+    "request_metrics",
 ]
