@@ -24,6 +24,7 @@ from litestar.types import Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from ._fanout import Fanout, FanoutUnavailableError, LiveEvent, Subscriber
+from ._metrics import RESETS, RESUMES, SSE_CONNECTIONS
 
 __all__ = ["EventStream", "StreamTiming", "stream_session"]
 
@@ -86,6 +87,7 @@ async def _replay(
         events = await store.events_after(session_id, after, limit=_REPLAY_PAGE)
         last_seq = await store.last_seq(session_id) if not events else None
         if (events and events[0].seq != after + 1) or (last_seq is not None and after > last_seq):
+            RESETS.inc()
             reset = encode_sse(None, Reset.name, encode_data(Reset(last_event_id=after)))
             snapshot = await _snapshot_frame(store, session_id)
             yield _Frame(snapshot.seq, reset + snapshot.frame, snapshot.in_flight)
@@ -171,6 +173,7 @@ class EventStream:
 
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         gone = asyncio.ensure_future(_until_disconnect(receive))
+        SSE_CONNECTIONS.inc()
         try:
             await stream_session(
                 self._store,
@@ -185,6 +188,7 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
+            SSE_CONNECTIONS.dec()
 
 
 class _Live:
@@ -216,6 +220,7 @@ class _Live:
             self._last, self._in_flight = snapshot.seq, snapshot.in_flight
             await self._write(RETRY + snapshot.frame)
             return
+        RESUMES.inc()
         await self._write(RETRY)
         self._last = last_event_id
         async with opening:

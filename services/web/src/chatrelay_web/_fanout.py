@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from chatrelay_common import WEB_HOME_PREFIX, decode_wire, encode_sse, new_id
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+
+from ._metrics import observe_fanout_lag
 
 __all__ = [
     "DEFAULT_FLUSH_SPACING",
@@ -159,6 +162,8 @@ class _Channel:
     sent: bool = False
     flush_scheduled: bool = False
     flushed_at: float = -math.inf
+    # When the first event of the scheduled flush was read (perf_counter), for its lag.
+    received_at: float = 0.0
 
 
 class FanoutUnavailableError(RuntimeError):
@@ -308,6 +313,7 @@ class Fanout:
                 subscriber.put(event)
         if not state.flush_scheduled:
             state.flush_scheduled = True
+            state.received_at = time.perf_counter()
             loop = asyncio.get_running_loop()
             at = state.flushed_at + len(state.subscribers) * self._flush_spacing
             if at <= loop.time():
@@ -321,6 +327,7 @@ class Fanout:
         state.flushed_at = asyncio.get_running_loop().time()
         for subscriber in state.subscribers:
             subscriber.wake()
+        asyncio.get_running_loop().call_soon(observe_fanout_lag, state.received_at)
 
     def _close_all(self) -> None:
         for state in self._channels.values():

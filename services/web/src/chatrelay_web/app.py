@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 from chatrelay_common import open_redis, store_lifespan
-from chatrelay_litestar import exception_handlers, provide_value
+from chatrelay_litestar import (
+    MetricsController,
+    exception_handlers,
+    provide_value,
+    request_metrics,
+)
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.enums import ScopeType
@@ -88,9 +93,12 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
         route_handlers=[
             PageController,
             HealthController,
+            MetricsController,
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
         ],
         lifespan=[store_lifespan(settings), fanout_lifespan],
+        # Routed requests only: the events streams are answered before the router.
+        middleware=[request_metrics("web")],
         dependencies={
             "settings": provide_value(settings),
         },
