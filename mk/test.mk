@@ -13,7 +13,7 @@ chaos: venv ## Fault tests: kill gateway/web, restart Redis, a reconnect storm (
 	$(PY) -m pytest tests/chaos -v -s --durations=0
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict
+lint: venv lint-page ## ruff (lint + format check), mypy --strict, eslint on the page
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -77,9 +77,10 @@ async def test_markdown_code_copy_and_math(contexts: Contexts, stack: Stack) -> 
     assert "$$C(n) = (n-1)" in copied
 
 
-RENDER = """(src) => {
+RENDER = """async (src) => {
+    const { render } = await import('/static/render.js');
     const box = document.createElement('div');
-    window.ChatRender.render(box, src);
+    render(box, src);
     return {
         html: box.innerHTML,
         text: box.innerText,

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from ._events import EventStream, StreamTiming
 from ._fanout import Fanout
 from ._settings import WebSettings
+from ._wire_module import WIRE_MODULE
 
 __all__ = ["PageController", "events_session_id", "serve_events"]
 
@@ -163,6 +164,11 @@ class PageController(Controller):
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
         )
+
+    @get("/wire.js", media_type="text/javascript; charset=utf-8")
+    async def wire_module(self) -> str:
+        """The event names the page's modules import (see ``_wire_module``)."""
+        return WIRE_MODULE
 
     @get("/login")
     async def login(self) -> File:

@@ -1,67 +1,64 @@
 // Login page: trades the site password for an httpOnly cookie (POST /api/login). The
 // password is only ever sent in that request body; nothing is stored in the browser.
-"use strict";
-(function () {
-  const form = document.getElementById("login-form");
-  const input = document.getElementById("password");
-  const error = document.getElementById("login-error");
-  const submit = document.getElementById("login-submit");
+const form = document.getElementById("login-form");
+const input = document.getElementById("password");
+const error = document.getElementById("login-error");
+const submit = document.getElementById("login-submit");
 
-  // Where to go after signing in: ?next=, if it stays on this site. Parsed the way the
-  // browser will resolve it (tabs and newlines dropped, "\" read as "/"), then the origin
-  // compared: "/%09/evil.example" is "//evil.example", another site.
-  function nextUrl() {
-    const next = new URLSearchParams(location.search).get("next") || "/";
-    let url;
-    try {
-      url = new URL(next, location.origin);
-    } catch (_err) {
-      return "/";
-    }
-    if (url.origin !== location.origin) return "/";
-    return url.pathname + url.search + url.hash;
+// Where to go after signing in: ?next=, if it stays on this site. Parsed the way the
+// browser will resolve it (tabs and newlines dropped, "\" read as "/"), then the origin
+// compared: "/%09/evil.example" is "//evil.example", another site.
+function nextUrl() {
+  const next = new URLSearchParams(location.search).get("next") || "/";
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return "/";
   }
+  if (url.origin !== location.origin) return "/";
+  return url.pathname + url.search + url.hash;
+}
 
-  function showError(text) {
-    error.textContent = text;
-    error.hidden = false;
-  }
+function showError(text) {
+  error.textContent = text;
+  error.hidden = false;
+}
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.hidden = true;
-    submit.disabled = true;
-    try {
-      const res = await fetch("/api/login", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ password: input.value }),
-        credentials: "same-origin",
-      });
-      if (res.ok) {
-        input.value = "";
-        location.replace(nextUrl());
-        return;
-      }
-      if (res.status === 401 || res.status === 403) {
-        showError("Wrong password.");
-      } else if (res.status === 429) {
-        const wait = Number(res.headers.get("Retry-After"));
-        showError(
-          wait > 0
-            ? `Too many attempts; try again in ${wait} s.`
-            : "Too many attempts; wait a moment and try again.",
-        );
-      } else {
-        showError(`Sign-in failed (HTTP ${res.status}).`);
-      }
-    } catch (_err) {
-      showError("Cannot reach the server.");
-    } finally {
-      submit.disabled = false;
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  error.hidden = true;
+  submit.disabled = true;
+  try {
+    const res = await fetch("/api/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ password: input.value }),
+      credentials: "same-origin",
+    });
+    if (res.ok) {
+      input.value = "";
+      location.replace(nextUrl());
+      return;
     }
-    input.select();
-  });
+    if (res.status === 401 || res.status === 403) {
+      showError("Wrong password.");
+    } else if (res.status === 429) {
+      const wait = Number(res.headers.get("Retry-After"));
+      showError(
+        wait > 0
+          ? `Too many attempts; try again in ${wait} s.`
+          : "Too many attempts; wait a moment and try again.",
+      );
+    } else {
+      showError(`Sign-in failed (HTTP ${res.status}).`);
+    }
+  } catch {
+    showError("Cannot reach the server.");
+  } finally {
+    submit.disabled = false;
+  }
+  input.select();
+});
 
-  if (window.matchMedia("(pointer: fine)").matches) input.focus();
-})();
+if (window.matchMedia("(pointer: fine)").matches) input.focus();

@@ -1,0 +1,23 @@
+// The models a session may use, as the gateway lists them (GET /api/models).
+import { api } from "./api.js";
+import { el } from "./dom.js";
+
+// The gateway's built-in demo model (chatrelay_gateway's DEMO_MODEL; tests/browser pins the
+// two together): the page badges it so that nobody mistakes its answers for a real LLM's.
+export const DEMO_MODEL = "chatrelay-demo";
+
+// The models the gateway allows (OPENAI_MODELS), offered in the settings' model field.
+export async function loadModelOptions() {
+  let listed;
+  try {
+    listed = await api("GET", "/api/models");
+  } catch {
+    return; // the field still takes free text; the server names the allowed ones on a 422
+  }
+  el.modelOptions.replaceChildren(...listed.models.map((model) => {
+    const option = document.createElement("option");
+    // A name, or (issue 10's listing) an object naming it.
+    option.value = typeof model === "string" ? model : model.id;
+    return option;
+  }));
+}

@@ -1,0 +1,33 @@
+// What the page knows about its chat: changed only by events from the server (and the
+// settings form's own save), never optimistically.
+
+export const state = {
+  sessionId: null,
+  settings: { system: null, model: null, temperature: null },
+  messages: [], // [{id, role, content, status, model, error, finish}]
+  byId: new Map(),
+  lastId: -1, // id of the last event applied
+  awaitingSnapshot: false, // after `reset`, ignore everything until the snapshot
+  loaded: false,
+  lastReplyModel: null,
+  settingsDirty: false,
+};
+
+export function streamingMessage() {
+  for (let i = state.messages.length - 1; i >= 0; i -= 1) {
+    if (state.messages[i].status === "streaming") return state.messages[i];
+  }
+  return null;
+}
+
+export function normalizeMessage(raw) {
+  return {
+    id: String(raw.id),
+    role: raw.role === "user" ? "user" : raw.role === "system" ? "system" : "assistant",
+    content: typeof raw.content === "string" ? raw.content : "",
+    status: raw.status || "complete",
+    model: raw.model || null,
+    error: raw.error && typeof raw.error === "object" ? raw.error : null,
+    finish: raw.finish_reason || null,
+  };
+}
