@@ -4,7 +4,7 @@
 export const state = {
   sessionId: null,
   settings: { system: null, model: null, temperature: null },
-  messages: [], // [{id, role, content, status, model, error, finish}]
+  messages: [], // [{id, role, content, reasoning, status, model, error, finish}]
   byId: new Map(),
   lastId: -1, // id of the last event applied
   awaitingSnapshot: false, // after `reset`, ignore everything until the snapshot
@@ -25,6 +25,7 @@ export function normalizeMessage(raw) {
     id: String(raw.id),
     role: raw.role === "user" ? "user" : raw.role === "system" ? "system" : "assistant",
     content: typeof raw.content === "string" ? raw.content : "",
+    reasoning: typeof raw.reasoning === "string" ? raw.reasoning : "", // the "thinking"
     status: raw.status || "complete",
     model: raw.model || null,
     error: raw.error && typeof raw.error === "object" ? raw.error : null,

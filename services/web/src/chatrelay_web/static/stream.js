@@ -8,7 +8,7 @@ import { forgetSession, rememberSession } from "./recent.js";
 import { applySettings, renderSettingsForm } from "./settings.js";
 import { normalizeMessage, state } from "./state.js";
 import {
-  appendMessage, finish, removeViews, renderAll, renderChrome, renderControls, renderModel,
+  appendMessage, finish, foldThinking, removeViews, renderAll, renderChrome, renderControls, renderModel,
   rerender, scheduleRender, setConn, showFatal,
 } from "./views.js";
 import { EVENTS } from "/wire.js";
@@ -60,7 +60,13 @@ const handlers = {
   },
   [EVENTS.Delta](data) {
     const msg = replyFor(data.reply_id);
+    if (msg.content === "" && data.text) foldThinking(msg);
     msg.content += data.text || "";
+    scheduleRender(msg);
+  },
+  [EVENTS.Reasoning](data) {
+    const msg = replyFor(data.reply_id);
+    msg.reasoning += data.text || "";
     scheduleRender(msg);
   },
   [EVENTS.Done](data) {

@@ -41,6 +41,17 @@ function createView(msg) {
   demo.textContent = "demo";
   demo.hidden = true;
   meta.append(who, model, demo);
+  // The model's "thinking" (assistant replies only), shown as plain text above the answer.
+  const thinking = document.createElement("details");
+  thinking.className = "thinking";
+  thinking.hidden = true;
+  const summary = document.createElement("summary");
+  summary.textContent = "Thinking";
+  const thought = document.createElement("div");
+  thought.className = "thinking-text";
+  thinking.append(summary, thought);
+  // Open while the model thinks; a reply that already answers shows it collapsed.
+  thinking.open = msg.status === "streaming" && msg.content === "";
   const body = document.createElement("div");
   body.className = msg.role === "user" ? "body plain" : "body md";
   const note = document.createElement("div");
@@ -57,15 +68,25 @@ function createView(msg) {
   } else {
     actions.append(button("Copy", "copy"), button("Regenerate", "regenerate", "regen"));
   }
-  root.append(meta, body, note, errorCard, actions);
-  const view = { root, body, note, errorCard, actions, model, demo, rendered: null, editing: false };
+  if (msg.role === "user") root.append(meta, body, note, errorCard, actions);
+  else root.append(meta, thinking, body, note, errorCard, actions);
+  const view = {
+    root, thinking, thought, body, note, errorCard, actions, model, demo,
+    rendered: null, renderedThought: "", editing: false,
+  };
   views.set(msg.id, view);
   return view;
 }
 
 export function renderBody(msg) {
   const view = views.get(msg.id);
-  if (!view || view.editing || view.rendered === msg.content) return;
+  if (!view) return;
+  if (view.renderedThought !== msg.reasoning) {
+    view.renderedThought = msg.reasoning;
+    view.thought.textContent = msg.reasoning;
+    setHidden(view.thinking, msg.reasoning === "");
+  }
+  if (view.editing || view.rendered === msg.content) return;
   view.rendered = msg.content;
   if (msg.role === "user") {
     view.body.textContent = msg.content;
@@ -204,6 +225,12 @@ export function rerender(msg) {
   renderBody(msg);
   renderChrome(msg);
   renderControls();
+}
+
+/** The answer has begun: the thinking above it folds away (the user may open it again). */
+export function foldThinking(msg) {
+  const view = views.get(msg.id);
+  if (view) view.thinking.open = false;
 }
 
 /** A reply that ended: render what is pending now, not at the next frame. */
