@@ -1,3 +1,3 @@
 .PHONY: dev
 dev: venv ## Run the whole product natively (Redis, gateway, web, nginx+TLS) on https://localhost:8443
-	$(PY) scripts/dev.py
+	$(PY) -m scripts.dev

@@ -129,9 +129,9 @@ run_compose_stack() {
 
 run_native_stack() {
     mkdir -p "$ARTIFACTS"
-    say "native stack: scripts/dev.py (log ${ARTIFACTS#"$ROOT"/}/native.log)"
+    say "native stack: python -m scripts.dev (log ${ARTIFACTS#"$ROOT"/}/native.log)"
     GATEWAY_PORT=18001 WEB_PORT=18002 REDIS_PORT=16379 DEV_RUN_DIR=$ROOT/.run/e2e-native \
-        "$PY" scripts/dev.py >"$ARTIFACTS/native.log" 2>&1 &
+        "$PY" -m scripts.dev >"$ARTIFACTS/native.log" 2>&1 &
     native_pid=$!
     local start=$SECONDS
     until curl -skf -o /dev/null "https://127.0.0.1:$HTTPS_PORT/login"; do
@@ -142,15 +142,7 @@ run_native_stack() {
     say "native stack up in $((SECONDS - start)) s"
 }
 
-if ! command -v curl >/dev/null; then  # the SSE clients are `curl --http2`
-    if [[ $(id -u) -eq 0 ]]; then
-        say "apt-get install curl"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-    else
-        say "curl is missing: apt-get install curl"; exit 1
-    fi
-fi
+scripts/system-deps.sh curl:curl  # the SSE clients are `curl --http2`
 pick_engine
 if [[ $mode == compose ]]; then run_compose_stack; else run_native_stack; fi
 

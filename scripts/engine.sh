@@ -30,17 +30,8 @@ need_root() {
 }
 
 install_packages() {
-    local missing=()
-    command -v dockerd >/dev/null || missing+=(docker.io)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v iptables >/dev/null || missing+=(iptables)
-    if ((${#missing[@]})); then
-        say "apt-get install ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        # policy-rc.d 101 keeps the package from starting its own daemon where we can.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    fi
+    "$(dirname "${BASH_SOURCE[0]}")/system-deps.sh" \
+        dockerd:docker.io debootstrap:debootstrap iptables:iptables
 }
 
 install_compose() {

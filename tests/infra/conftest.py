@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,36 +10,19 @@ from pathlib import Path
 import pytest
 
 from scripts import render_nginx
-from scripts.dev import ensure_cert
+from scripts.processes import find_tool, free_port, start_nginx, wait_for_port
 from tests.infra.sse_backend import Backend
 
-# Debian keeps nginx in /usr/sbin, which a non-root PATH may lack.
-_SBIN = "/usr/sbin:/usr/local/sbin:/sbin"
-
-
-def find_tool(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path=_SBIN)
-
-
-def free_port() -> int:
-    """A port free on every interface (nginx listens on 0.0.0.0)."""
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(
-    port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before port {port} opened")
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+# The chaos tests' edge (tests/chaos/_edge.py) takes these from here.
+__all__ = [
+    "Cert",
+    "Edge",
+    "edge_values",
+    "find_tool",
+    "free_port",
+    "running_nginx",
+    "wait_for_port",
+]
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +49,7 @@ class Cert:
 
 @pytest.fixture(scope="session")
 def tls_cert(openssl_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Cert:
-    cert, key = ensure_cert(openssl_bin, tmp_path_factory.mktemp("tls"))
+    cert, key = render_nginx.ensure_cert(openssl_bin, tmp_path_factory.mktemp("tls"))
     return Cert(cert, key)
 
 
@@ -108,22 +86,13 @@ class Edge:
 
 @contextlib.contextmanager
 def running_nginx(nginx: str, run_dir: Path, conf: Path, port: int) -> Iterator[None]:
-    stderr = (run_dir / "logs" / "stderr.log").open("wb")
-    proc = subprocess.Popen(
-        [nginx, "-p", str(run_dir), "-c", str(conf)], stdin=subprocess.DEVNULL, stderr=stderr
-    )
+    """nginx (scripts/processes.start_nginx) from ``conf`` in ``run_dir`` until the block ends."""
+    assert conf.parent == run_dir.resolve(), (conf, run_dir)
+    server = start_nginx(conf, port, nginx=nginx)
     try:
-        wait_for_port(port, proc=proc)
         yield
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGQUIT)
-            try:
-                proc.wait(8)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        stderr.close()
+        server.stop(8)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""scripts/dev.py, the native runner: its pieces, then whole runs with stand-in services.
+"""scripts/dev.py, the native runner, and scripts/system-deps.sh, the one system-package
+installer: their pieces, then whole runs with stand-in services.
 
 The stand-ins are `python -m chatrelay_gateway` / `chatrelay_web` packages put first on
-PYTHONPATH (tests/infra/sse_backend.py behind them), so these tests need no real service.
+PYTHONPATH (tests/infra/sse_backend.py behind them), so these tests need no real service. Only
+their `__main__` is a stand-in: the runner reads the real packages' settings classes.
 """
 
 from __future__ import annotations
@@ -21,16 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import chatrelay_gateway
+import chatrelay_web
 import httpx
 import pytest
+from chatrelay_gateway._settings import GatewaySettings
+from chatrelay_web._settings import WebSettings
 
 from scripts import dev
+from scripts.processes import find_tool
 from tests.infra.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_DEPS = ROOT / "scripts" / "system-deps.sh"
 SECRET = "sk-test-never-print-me-0123456789"
+# What the runner reads; the developer's shell must not change these tests.
+RUNNER_VARIABLES = ("OPENAI_", "REDIS_", "GATEWAY_", "WEB_", "HTTPS_PORT", "HTTP_PORT", "DEV_")
 
-STANDIN = """\
+STANDIN_INIT = """\
+# Only __main__ is a stand-in: the real package's modules (its settings) stay importable.
+__path__.append({real!r})
+"""
+STANDIN_MAIN = """\
 import os, sys
 sys.path.insert(0, {root!r})
 from tests.infra.sse_backend import _main
@@ -38,68 +52,85 @@ sys.exit(_main([{name!r}, os.environ[{port_var!r}], os.environ["REDIS_URL"]]))
 """
 
 
-# ---------------------------------------------------------------- pieces
+@pytest.fixture
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(RUNNER_VARIABLES):
+            monkeypatch.delenv(name)
 
 
-def test_env_file_parsing() -> None:
-    text = "\n".join(
-        [
-            "# comment",
-            "",
-            "A=1",
-            "export B = two words ",
-            "C='quoted # not a comment'",
-            'D="x"',
-            "E=",
-            "not a line",
-            "1X=bad key",
-        ]
-    )
-    assert dev.parse_env_file(text) == {
-        "A": "1",
-        "B": "two words",
-        "C": "quoted # not a comment",
-        "D": "x",
-        "E": "",
-    }
+# ---------------------------------------------------------------- settings
 
 
-def test_environment_wins_over_env_file(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("clean_environ")
+def test_env_file_under_the_environment_reaches_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("WEB_PORT=9002\nGATEWAY_PORT=9001\nOPENAI_MODEL=m\n")
-    env = dev.load_env(env_file, {"WEB_PORT": "7002"})
-    assert env["WEB_PORT"] == "7002"
-    assert env["GATEWAY_PORT"] == "9001"
-    assert env["HTTPS_PORT"] == "8443"
-    assert dev.load_env(tmp_path / "absent", {})["REDIS_PORT"] == "6379"
-
-
-def test_model_line_names_demo_mode_and_never_the_key() -> None:
-    assert "demo" in dev.model_line({})
-    line = dev.model_line(
-        {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "https://u:pw@llm.example:8443/v1"}
+    env_file.write_text(
+        "# comment\n"
+        "WEB_PORT=9002\n"
+        "GATEWAY_PORT=9001\n"
+        "export HTTPS_PORT=9443\n"
+        "C='quoted # not a comment'\n"
+        "OPENAI_MODEL=from-dotenv\n"
+        "OPENAI_BASE_URL=http://127.0.0.1:9/v1\n"
     )
-    assert "demo" not in line
-    assert SECRET not in line
-    assert "pw" not in line
-    assert "llm.example:8443/v1" in line
-    assert "demo" not in dev.model_line({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    monkeypatch.setenv("WEB_PORT", "7002")
+    config = dev.load_config(env_file)
+    assert (config.web.port, config.gateway.port, config.dev.https_port) == (7002, 9001, 9443)
+    assert config.env["C"] == "quoted # not a comment"
+    assert config.env["WEB_PORT"] == "7002"  # what the services are given
+    assert config.gateway.default_model == "from-dotenv"
+    assert config.own_redis
 
 
-def test_certificate_is_made_once_and_reused(openssl_bin: str, tmp_path: Path) -> None:
-    cert, key = dev.ensure_cert(openssl_bin, tmp_path / "tls")
-    made = cert.stat().st_mtime_ns
-    assert key.stat().st_mode & 0o077 == 0
-    assert dev.ensure_cert(openssl_bin, tmp_path / "tls") == (cert, key)
-    assert cert.stat().st_mtime_ns == made
+@pytest.mark.usefixtures("clean_environ")
+def test_defaults_are_the_services_own(tmp_path: Path) -> None:
+    config = dev.load_config(tmp_path / "absent")
+    assert config.gateway.port == GatewaySettings.model_fields["port"].default
+    assert config.web.port == WebSettings.model_fields["port"].default
+    assert (config.dev.https_port, config.dev.http_port, config.dev.redis_port) == (
+        8443,
+        8080,
+        6379,
+    )
+    assert config.gateway.demo
+    assert config.run_dir == ROOT / ".run"
 
 
-def test_missing_tools_named_at_once_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dev, "find_tool", lambda name, path: None)
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(dev.AbortError, match="missing: redis-server, nginx") as caught:
-        dev.ensure_tools(["redis-server", "nginx"], {})
-    assert "apt-get install -y redis-server nginx" in str(caught.value)
+@pytest.mark.usefixtures("clean_environ")
+def test_a_bad_setting_stops_it_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_MODEL", "not-listed")
+    monkeypatch.setenv("OPENAI_MODELS", "a,b")
+    with pytest.raises(
+        dev.AbortError, match=r"OPENAI_MODEL \(not-listed\) must be one of"
+    ) as caught:
+        dev.load_config(tmp_path / "absent")
+    assert SECRET not in str(caught.value)
+    monkeypatch.setenv("HTTPS_PORT", "70000")
+    with pytest.raises(dev.AbortError, match="HTTPS_PORT"):
+        dev.load_config(tmp_path / "absent")
+
+
+@pytest.mark.usefixtures("clean_environ")
+def test_model_line_names_demo_mode_and_never_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = tmp_path / "absent"
+    assert "demo" in dev.model_line(dev.load_config(absent).gateway)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://u:pw@llm.example:8443/v1")
+    line = dev.model_line(dev.load_config(absent).gateway)
+    assert line == "model: gpt-4o-mini at https://llm.example:8443/v1 (API key set)"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("OPENAI_MODELS", "local-a,local-b")
+    line = dev.model_line(dev.load_config(absent).gateway)
+    assert line == "model: local-a at http://127.0.0.1:9/v1 (no API key)"
 
 
 def test_port_in_use_is_reported() -> None:
@@ -109,6 +140,80 @@ def test_port_in_use_is_reported() -> None:
         port = holder.getsockname()[1]
         with pytest.raises(dev.AbortError, match=f"port {port} \\(WEB_PORT\\) is already in use"):
             dev.check_port_free(port, "127.0.0.1", "WEB_PORT")
+
+
+# ---------------------------------------------------------------- system packages
+
+
+def fake_apt(folder: Path) -> Path:
+    """An apt-get on PATH that records its arguments and 'installs' a package by putting a
+    command of that name next to itself."""
+    folder.mkdir()
+    calls = folder / "calls"
+    apt = folder / "apt-get"
+    apt.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >>{calls}\n'
+        'if [ "$1" = install ]; then\n'
+        "  for arg; do case $arg in -*|install) ;; *)\n"
+        f'    printf "#!/bin/sh\\n" >{folder}/"$arg"; chmod +x {folder}/"$arg" ;; esac; done\n'
+        "fi\n"
+    )
+    apt.chmod(0o755)
+    return calls
+
+
+def system_deps(*specs: str, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SYSTEM_DEPS), *specs],
+        env={"PATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_system_deps_installs_only_what_is_missing_in_one_go(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("installing is what root does")
+    calls = fake_apt(tmp_path / "bin")
+    path = f"{tmp_path / 'bin'}:/usr/bin:/bin"
+    done = system_deps("sh:dash", "chatrelay-a:pkg-a", "chatrelay-b:pkg-b", path=path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "installing system packages: pkg-a pkg-b\n"
+    assert calls.read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq --no-install-recommends pkg-a pkg-b",
+    ]
+    # Already there: nothing runs again.
+    (tmp_path / "bin" / "chatrelay-a").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "chatrelay-a").chmod(0o755)
+    (tmp_path / "bin" / "chatrelay-b").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "chatrelay-b").chmod(0o755)
+    again = system_deps("sh:dash", "chatrelay-a:pkg-a", "chatrelay-b:pkg-b", path=path)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert len(calls.read_text().splitlines()) == 2
+
+
+def test_system_deps_names_what_to_install_without_root(tmp_path: Path) -> None:
+    setpriv = find_tool("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to become another user")
+    done = subprocess.run(
+        [
+            *(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"),
+            *("bash", str(SYSTEM_DEPS), "sh:dash", "chatrelay-a:pkg-a", "chatrelay-b:pkg-b"),
+        ],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "missing system packages: pkg-a pkg-b — install them "
+        "(e.g. sudo apt-get install -y pkg-a pkg-b) and retry\n"
+    )
 
 
 # ---------------------------------------------------------------- whole runs
@@ -172,30 +277,34 @@ def gone(pid: int) -> bool:
 @pytest.fixture
 def standins(tmp_path: Path) -> Path:
     folder = tmp_path / "standins"
-    for name, port_var in (("gateway", "GATEWAY_PORT"), ("web", "WEB_PORT")):
-        package = folder / f"chatrelay_{name}"
+    for real, port_var in ((chatrelay_gateway, "GATEWAY_PORT"), (chatrelay_web, "WEB_PORT")):
+        name = real.__name__.removeprefix("chatrelay_")
+        package = folder / real.__name__
         package.mkdir(parents=True)
-        (package / "__init__.py").write_text("")
+        (package / "__init__.py").write_text(
+            STANDIN_INIT.format(real=str(Path(real.__file__ or "").parent))
+        )
         (package / "__main__.py").write_text(
-            STANDIN.format(root=str(ROOT), name=name, port_var=port_var)
+            STANDIN_MAIN.format(root=str(ROOT), name=name, port_var=port_var)
         )
     return folder
 
 
+def runner_pythonpath(standins: Path) -> str:
+    """The stand-ins first; the repository root for `python -m scripts.dev`."""
+    return os.pathsep.join([str(standins), str(ROOT)])
+
+
 @pytest.fixture
 def start_runner(nginx_bin: str, openssl_bin: str, standins: Path, tmp_path: Path) -> Iterator[Run]:
-    if dev.find_tool("redis-server", os.environ.get("PATH")) is None:
+    if find_tool("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
     env_file = tmp_path / "dotenv"
     env_file.write_text(f"OPENAI_MODEL=from-dotenv\nWEB_PORT=1\nOPENAI_API_KEY={SECRET}\n")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "REDIS_")) and k not in dev.DEFAULTS
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(RUNNER_VARIABLES)}
     https_port = free_port()
     env |= {
-        "PYTHONPATH": os.pathsep.join([str(standins), env.get("PYTHONPATH", "")]).rstrip(":"),
+        "PYTHONPATH": runner_pythonpath(standins),
         "DEV_ENV_FILE": str(env_file),
         "DEV_RUN_DIR": str(tmp_path / "run"),
         "DEV_READY_TIMEOUT": "10",
@@ -206,7 +315,7 @@ def start_runner(nginx_bin: str, openssl_bin: str, standins: Path, tmp_path: Pat
         "REDIS_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "dev.py")],
+        [sys.executable, "-m", "scripts.dev"],
         env=env,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
@@ -279,14 +388,14 @@ def test_runner_refuses_a_port_in_use(
         port = holder.getsockname()[1]
         env = {
             **os.environ,
-            "PYTHONPATH": str(standins),
+            "PYTHONPATH": runner_pythonpath(standins),
             "DEV_ENV_FILE": str(tmp_path / "none"),
             "DEV_RUN_DIR": str(tmp_path / "run"),
             "HTTPS_PORT": str(port),
             "REDIS_URL": "redis://127.0.0.1:1/0",
         }
         done = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "dev.py")],
+            [sys.executable, "-m", "scripts.dev"],
             env=env,
             capture_output=True,
             text=True,

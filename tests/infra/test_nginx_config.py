@@ -1,4 +1,5 @@
-"""The edge config: the renderer, `nginx -t`, and the directives the SSE path depends on.
+"""The edge config: the one renderer (infra/nginx/render.sh, which the edge image runs too),
+the one certificate maker, `nginx -t`, and the directives the SSE path depends on.
 
 The directive checks read the config text on purpose: the app sends X-Accel-Buffering: no,
 so a timing test alone would not notice `proxy_buffering off` going missing.
@@ -6,17 +7,17 @@ so a timing test alone would not notice `proxy_buffering off` going missing.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from scripts import render_nginx
+from scripts.render_nginx import EdgeError, render_text
 from tests.infra.conftest import Cert, edge_values, free_port
 from tests.infra.nginx_conf import Directive, duration_seconds, parse, size_bytes
 
+ROOT = Path(__file__).resolve().parents[2]
 SSE_LOCATION = ["~", "^/api/sessions/[^/]+/events$"]
 HEALTH_LOCATIONS = [["=", "/healthz"], ["=", "/readyz"]]
 HEARTBEAT_SECONDS = 15
@@ -29,21 +30,17 @@ CSP = (
 VALUES = {
     "HTTPS_PORT": "8443",
     "HTTP_PORT": "8080",
-    "WEB_UPSTREAM": "127.0.0.1:8002",
-    "GATEWAY_UPSTREAM": "127.0.0.1:8001",
+    "WEB_UPSTREAM": "127.0.0.1:9002",
+    "GATEWAY_UPSTREAM": "127.0.0.1:9001",
     "TLS_CERT": "/run/tls/cert.pem",
     "TLS_KEY": "/run/tls/key.pem",
 }
 
 
-def template() -> str:
-    return render_nginx.TEMPLATE.read_text(encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def http() -> Directive:
     """The rendered template, as nginx's `http {}` block would hold it."""
-    return Directive("http", [], parse(render_nginx.render(template(), VALUES)))
+    return Directive("http", [], parse(render_text(VALUES)))
 
 
 def https_server(http: Directive) -> Directive:
@@ -62,16 +59,19 @@ def headers_set(block: Directive) -> dict[str, str]:
     return {args[0].lower(): args[1] for args in block.values("proxy_set_header")}
 
 
+def upstream_servers(text: str, name: str) -> list[list[str]]:
+    (upstream,) = [u for u in parse(text) if u.name == "upstream" and u.args == [name]]
+    return upstream.values("server")
+
+
 # ---------------------------------------------------------------- renderer
 
 
-def test_template_uses_exactly_the_defined_placeholders() -> None:
-    assert render_nginx.placeholders_in(template()) == set(render_nginx.PLACEHOLDERS)
-
-
-def test_render_leaves_nginx_variables_alone() -> None:
-    text = render_nginx.render(template(), VALUES)
+def test_every_placeholder_is_given_or_defaulted() -> None:
+    assert render_nginx.placeholders() == set(VALUES) | set(render_nginx.defaults())
+    text = render_text(VALUES)
     assert "${" not in text
+    # nginx's own variables stay
     assert "$host" in text
     assert "$request_uri" in text
     assert "$remote_addr" in text
@@ -79,13 +79,9 @@ def test_render_leaves_nginx_variables_alone() -> None:
     assert "$proxy_add_x_forwarded_for" not in text
 
 
-def test_render_refuses_missing_and_unknown_names() -> None:
-    with pytest.raises(render_nginx.RenderError, match=r"missing.*TLS_KEY"):
-        render_nginx.render(template(), {k: v for k, v in VALUES.items() if k != "TLS_KEY"})
-    with pytest.raises(render_nginx.RenderError, match="unknown name"):
-        render_nginx.render(template(), {**VALUES, "EXTRA": "1"})
-    with pytest.raises(render_nginx.RenderError, match=r"unknown placeholder.*NOPE"):
-        render_nginx.render(template() + "\n# ${NOPE}\n", VALUES)
+def test_a_missing_value_is_named() -> None:
+    with pytest.raises(EdgeError, match=r"^render.sh: no value for TLS_KEY "):
+        render_text({k: v for k, v in VALUES.items() if k != "TLS_KEY"})
 
 
 @pytest.mark.parametrize(
@@ -93,59 +89,131 @@ def test_render_refuses_missing_and_unknown_names() -> None:
     [
         ("HTTPS_PORT", "84a3"),
         ("HTTP_PORT", "70000"),
-        ("WEB_UPSTREAM", "127.0.0.1:8002; } server { listen 1"),
+        ("HTTP_PORT", "080"),
+        ("WEB_UPSTREAM", "127.0.0.1:9002; } server { listen 1"),
+        ("WEB_UPSTREAM", " , "),
         ("GATEWAY_UPSTREAM", "gateway"),
+        ("GATEWAY_UPSTREAM", "[::1;]:80"),
+        ("GATEWAY_UPSTREAM", "unix:/run/x y.sock"),
         ("TLS_CERT", "/a b/cert.pem"),
         ("TLS_KEY", "/x;y"),
+        ("TLS_KEY", "/x/$host"),
     ],
 )
-def test_render_refuses_values_that_break_the_config(name: str, value: str) -> None:
-    with pytest.raises(render_nginx.RenderError):
-        render_nginx.render(template(), {**VALUES, name: value})
+def test_render_refuses_values_that_break_the_config(name: str, value: str, tmp_path: Path) -> None:
+    out = tmp_path / "chatrelay.conf"
+    out.write_text("the last good config")
+    with pytest.raises(EdgeError, match=rf"^render.sh: (bad )?{name}"):
+        render_nginx.render({**VALUES, name: value}, out)
+    assert out.read_text() == "the last good config"
 
 
 def test_limits_default_from_the_one_defaults_file() -> None:
-    defaults = render_nginx.limit_defaults()
-    assert set(defaults) == set(render_nginx.LIMITS)
-    assert all(int(value) > 0 for value in defaults.values())
-    server = https_server(Directive("http", [], parse(render_nginx.render(template(), VALUES))))
+    defaults = render_nginx.defaults()
+    assert set(defaults) == {
+        name for name in render_nginx.placeholders() if name.startswith("EDGE_")
+    }
+    server = https_server(Directive("http", [], parse(render_text(VALUES))))
     assert server.values("limit_conn") == [
         ["chatrelay_conn_ip", defaults["EDGE_CONN_PER_IP"]],
         ["chatrelay_conn_all", defaults["EDGE_CONN_TOTAL"]],
     ]
-    # An empty value (an unset compose variable) also means the default.
-    assert render_nginx.render(template(), {**VALUES, "EDGE_CONN_TOTAL": ""}) == (
-        render_nginx.render(template(), VALUES)
+    # An empty value (an unset compose variable) also means the default...
+    assert render_text({**VALUES, "EDGE_CONN_TOTAL": ""}) == render_text(VALUES)
+    # ...and a given one wins.
+    given = https_server(
+        Directive("http", [], parse(render_text({**VALUES, "EDGE_CONN_TOTAL": "7"})))
     )
+    assert given.values("limit_conn")[1] == ["chatrelay_conn_all", "7"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "10r/s", "5; limit_conn x 1", "9999999999"])
 def test_render_refuses_limits_that_are_not_positive_counts(value: str) -> None:
-    with pytest.raises(render_nginx.RenderError, match="EDGE_RATE_PER_IP"):
-        render_nginx.render(template(), {**VALUES, "EDGE_RATE_PER_IP": value})
+    with pytest.raises(EdgeError, match="EDGE_RATE_PER_IP"):
+        render_text({**VALUES, "EDGE_RATE_PER_IP": value})
 
 
 def test_upstream_list_becomes_several_servers() -> None:
-    text = render_nginx.render(template(), {**VALUES, "WEB_UPSTREAM": "10.0.0.1:80, web:8002"})
-    (web,) = [u for u in parse(text) if u.name == "upstream" and u.args == ["chatrelay_web"]]
-    assert web.values("server") == [["10.0.0.1:80"], ["web:8002"]]
+    text = render_text(
+        {**VALUES, "WEB_UPSTREAM": "10.0.0.1:80, web:9002 [::1]:81,unix:/run/web.sock"}
+    )
+    assert upstream_servers(text, "chatrelay_web") == [
+        ["10.0.0.1:80"],
+        ["web:9002"],
+        ["[::1]:81"],
+        ["unix:/run/web.sock"],
+    ]
+    assert upstream_servers(text, "chatrelay_gateway") == [["127.0.0.1:9001"]]
 
 
-def test_envsubst_gives_the_same_config() -> None:
-    """docker's nginx image renders the template with envsubst: same result."""
-    envsubst = shutil.which("envsubst")
-    if envsubst is None:
-        pytest.skip("envsubst is not installed (gettext-base)")
-    names = " ".join(f"${{{name}}}" for name in render_nginx.PLACEHOLDERS)
-    out = subprocess.run(
-        [envsubst, names],
-        input=template(),
-        env={**os.environ, **render_nginx.limit_defaults(), **VALUES},
+def test_a_new_placeholder_needs_no_renderer_change(tmp_path: Path) -> None:
+    """What the metrics location will do: a ${NAME} the renderer has never heard of is
+    checked by the kind its name has (here a word) and filled in."""
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    for source in (render_nginx.RENDERER, render_nginx.DEFAULTS_FILE):
+        (folder / source.name).write_text(source.read_text())
+    template = render_nginx.TEMPLATE.read_text() + "\n# token: ${METRICS_TOKEN}\n"
+    (folder / render_nginx.TEMPLATE.name).write_text(template)
+    out = tmp_path / "out.conf"
+
+    def run(token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(folder / "render.sh"), str(out)],
+            env={"PATH": "/usr/bin:/bin", **VALUES, "METRICS_TOKEN": token},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert run("s3cr3t-T0ken").returncode == 0
+    assert out.read_text().endswith("# token: s3cr3t-T0ken\n")
+    refused = run("a b;")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("render.sh: bad METRICS_TOKEN='a b;'")
+
+
+def test_the_edge_image_runs_the_same_renderer_and_certificate_maker() -> None:
+    entrypoint = (ROOT / "infra/docker/edge/entrypoint.sh").read_text()
+    dockerfile = (ROOT / "infra/docker/edge/Dockerfile").read_text()
+    assert "sh /etc/chatrelay/render.sh /etc/nginx/conf.d/chatrelay.conf" in entrypoint
+    assert 'sh /etc/chatrelay/self-signed.sh "$TLS_DIR"' in entrypoint
+    for script in (render_nginx.RENDERER, render_nginx.CERT_MAKER, render_nginx.DEFAULTS_FILE):
+        assert f"infra/nginx/{script.name}" in dockerfile
+    # No second certificate maker (`openssl req -x509`) anywhere in the repository.
+    found = subprocess.run(
+        ["git", "grep", "--untracked", "-l", "-F", "-e", "-x509", "--", ":!*.md", ":!tests/infra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert found == ["infra/nginx/self-signed.sh"]
+
+
+def test_certificate_is_made_once_and_renewed_before_it_expires(
+    openssl_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = tmp_path / "tls"
+    monkeypatch.setenv("TLS_SELF_SIGNED_DAYS", "1")  # expires within a day: renewed next time
+    short, _ = render_nginx.ensure_cert(openssl_bin, tls, "chat.example")
+    short_lived = short.read_bytes()
+    monkeypatch.delenv("TLS_SELF_SIGNED_DAYS")
+    cert, key = render_nginx.ensure_cert(openssl_bin, tls, "chat.example")
+    made = cert.read_bytes()
+    assert made != short_lived
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert cert.stat().st_mode & 0o777 == 0o644
+    names = subprocess.run(
+        [openssl_bin, "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out == render_nginx.render(template(), VALUES)
+    assert "DNS:chat.example, DNS:localhost, IP Address:127.0.0.1" in names
+    assert render_nginx.ensure_cert(openssl_bin, tls) == (cert, key)
+    assert cert.read_bytes() == made  # kept: valid for more than a day
+    assert sorted(p.name for p in tls.iterdir()) == ["cert.pem", "key.pem"]
 
 
 # ---------------------------------------------------------------- nginx -t
@@ -329,8 +397,8 @@ def test_routing(http: Directive) -> None:
     assert location(server, ["/"]).one("proxy_pass") == ["http://chatrelay_web"]
     (web,) = [u for u in http.children("upstream") if u.args == ["chatrelay_web"]]
     (gateway,) = [u for u in http.children("upstream") if u.args == ["chatrelay_gateway"]]
-    assert web.values("server") == [["127.0.0.1:8002"]]
-    assert gateway.values("server") == [["127.0.0.1:8001"]]
+    assert web.values("server") == [["127.0.0.1:9002"]]
+    assert gateway.values("server") == [["127.0.0.1:9001"]]
 
 
 def test_gzip_never_applies_to_event_streams(http: Directive) -> None:

@@ -8,14 +8,11 @@ is on disk before Redis answers); a test may ask for ``everysec`` to see what el
 from __future__ import annotations
 
 import contextlib
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from tests.support.redis_server import free_port, wait_for_port
+from scripts.processes import Process, free_port, start_redis
 
 __all__ = ["RedisProcess", "redis_process"]
 
@@ -24,73 +21,29 @@ class RedisProcess:
     def __init__(
         self, workdir: Path, *, appendfsync: Literal["always", "everysec"] = "always"
     ) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self._binary = binary
         self._workdir = workdir
-        self._appendfsync = appendfsync
+        self._appendfsync: Literal["always", "everysec"] = appendfsync
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self._server: Process | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start (or restart) the server; it loads what its append-only file holds."""
-        if self.process is not None and self.process.poll() is None:
+        """Start (or restart) the server; returns once it has loaded its append-only file."""
+        if self._server is not None and self._server.running():
             raise RuntimeError("redis-server is running already")
-        log = (self._workdir / "redis.log").open("ab")
-        with log:
-            self.process = subprocess.Popen(
-                [
-                    self._binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self._workdir),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    self._appendfsync,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port)
-        self._wait_loaded()
+        self._server = start_redis(self._workdir, self.port, appendfsync=self._appendfsync)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: only what the append-only file holds survives."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        if self._server is not None:
+            self._server.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def _wait_loaded(self) -> None:
-        """Until the data set is loaded (a loading server answers commands with LOADING)."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "PING"], capture_output=True, text=True
-            )
-            if ping.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"redis-server on {self.port} not loaded in 10 s")
+        if self._server is not None:
+            self._server.stop()
 
 
 @contextlib.contextmanager

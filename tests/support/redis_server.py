@@ -6,35 +6,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["free_port", "redis_source", "redis_url"]
+from scripts.processes import free_port, start_redis, wait_for_port
+
+# free_port and wait_for_port: many tests take them from here.
+__all__ = ["free_port", "redis_source", "redis_url", "wait_for_port"]
 
 # Nothing is pulled (there may be no registry): the image must already be on the engine, e.g.
 # the Debian stand-in that `make images` builds and names in REDIS_IMAGE.
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7-alpine")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 def _engine_has_image() -> bool:
@@ -73,33 +57,13 @@ def _container() -> Iterator[str]:
 
 @contextlib.contextmanager
 def _local_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="chatrelay-redis-") as workdir:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                workdir,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        server = start_redis(Path(workdir), port)
         try:
-            wait_for_port(port)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
 
 
 def redis_source() -> str:

@@ -6,14 +6,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.support.redis_server import free_port
+from scripts.processes import free_port, http_status, start, wait_until
 
 __all__ = ["Service", "run_service"]
 
@@ -28,18 +25,6 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log_path.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url}/readyz not ready in 20 s:\n{log_path.read_text()}")
 
 
 @contextlib.contextmanager
@@ -59,22 +44,17 @@ def run_service(
         f"{prefix}_PORT": str(port),
         **env,
     }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"chatrelay_{name}"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=log_dir,
-        )
+    command = [sys.executable, "-m", f"chatrelay_{name}"]
+    process = start(name, command, env=full_env, log=log_path, cwd=log_dir)
     url = f"http://{host}:{port}"
     try:
-        _wait_ready(url, proc, log_path)
-        yield Service(name, url, log_path, proc)
+        wait_until(
+            f"{url}/readyz",
+            lambda: http_status(f"{url}/readyz") == 200,
+            timeout=20,
+            check=process.check_running,
+            hint=lambda: f":\n{log_path.read_text(errors='replace')}",
+        )
+        yield Service(name, url, log_path, process.popen)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop()

@@ -1,12 +1,14 @@
 #!/bin/sh
 # chatrelay edge entrypoint (POSIX sh: alpine's busybox and Debian's dash).
-#  1. TLS: use TLS_CERT/TLS_KEY when given; otherwise make a self-signed certificate once
-#     into /etc/chatrelay/tls (a volume, so it survives restarts).
-#  2. Render /etc/chatrelay/chatrelay.conf.template (placeholders ${HTTPS_PORT} ${HTTP_PORT}
-#     ${WEB_UPSTREAM} ${GATEWAY_UPSTREAM} ${TLS_CERT} ${TLS_KEY} and the EDGE_* limits, as
-#     scripts/render_nginx.py; a limit that is unset or empty takes its default from
-#     /etc/chatrelay/limits.env) into /etc/nginx/conf.d/chatrelay.conf; check it with `nginx -t`.
-#  3. Scale-out: nginx 1.22 open source resolves `upstream { server web:8002; }` once, at
+#  1. TLS: use TLS_CERT/TLS_KEY when given; otherwise /etc/chatrelay/self-signed.sh (the
+#     project's one certificate maker) makes a self-signed one into /etc/chatrelay/tls (a
+#     volume, so it survives restarts) and renews it when it is about to expire.
+#  2. /etc/chatrelay/render.sh (the project's one renderer, the same as `make dev` runs)
+#     renders /etc/chatrelay/chatrelay.conf.template into /etc/nginx/conf.d/chatrelay.conf
+#     from the environment, the EDGE_* limits defaulting to /etc/chatrelay/limits.env; then
+#     `nginx -t` checks it. WEB_UPSTREAM/GATEWAY_UPSTREAM default to web:$WEB_PORT and
+#     gateway:$GATEWAY_PORT (compose passes the ports: the services' settings defaults).
+#  3. Scale-out: nginx 1.22 open source resolves `upstream { server web:PORT; }` once, at
 #     (re)load, into one server per address (the `resolve` server parameter is open source
 #     only from 1.27.3). A watcher re-resolves the upstream names every
 #     UPSTREAM_RECHECK_SECONDS (default 5) and runs `nginx -s reload` when the set of
@@ -16,10 +18,8 @@ set -eu
 log() { echo "chatrelay-edge: $*" >&2; }
 
 TLS_DIR=/etc/chatrelay/tls
-HTTPS_PORT=${HTTPS_PORT:-8443}
-HTTP_PORT=${HTTP_PORT:-8080}
-WEB_UPSTREAM=${WEB_UPSTREAM:-web:8002}
-GATEWAY_UPSTREAM=${GATEWAY_UPSTREAM:-gateway:8001}
+: "${WEB_UPSTREAM:=web:${WEB_PORT:?set WEB_PORT (the web service port) or WEB_UPSTREAM}}"
+: "${GATEWAY_UPSTREAM:=gateway:${GATEWAY_PORT:?set GATEWAY_PORT (the gateway port) or GATEWAY_UPSTREAM}}"
 
 if [ -n "${TLS_CERT:-}" ] || [ -n "${TLS_KEY:-}" ]; then
     : "${TLS_CERT:?TLS_KEY is set: set TLS_CERT too}" "${TLS_KEY:?TLS_CERT is set: set TLS_KEY too}"
@@ -27,69 +27,15 @@ if [ -n "${TLS_CERT:-}" ] || [ -n "${TLS_KEY:-}" ]; then
     [ -r "$TLS_KEY" ] || { log "TLS_KEY=$TLS_KEY is not readable in the container (mount it)"; exit 1; }
     log "using the supplied certificate $TLS_CERT"
 else
+    sh /etc/chatrelay/self-signed.sh "$TLS_DIR" "${TLS_HOSTNAME:-localhost}"
     TLS_CERT=$TLS_DIR/cert.pem
     TLS_KEY=$TLS_DIR/key.pem
-    if [ -s "$TLS_CERT" ] && [ -s "$TLS_KEY" ]; then
-        log "using the certificate in $TLS_DIR"
-    else
-        log "no certificate given: making a self-signed one for ${TLS_HOSTNAME:-localhost} in $TLS_DIR"
-        mkdir -p "$TLS_DIR"
-        umask 077
-        openssl req -x509 -newkey rsa:2048 -nodes -days "${TLS_SELF_SIGNED_DAYS:-365}" \
-            -keyout "$TLS_DIR/key.pem.tmp" -out "$TLS_DIR/cert.pem.tmp" \
-            -subj "/CN=${TLS_HOSTNAME:-localhost}" \
-            -addext "subjectAltName=DNS:${TLS_HOSTNAME:-localhost},DNS:localhost,IP:127.0.0.1" \
-            2>/dev/null
-        umask 022
-        chmod 0644 "$TLS_DIR/cert.pem.tmp"
-        mv "$TLS_DIR/key.pem.tmp" "$TLS_KEY"
-        mv "$TLS_DIR/cert.pem.tmp" "$TLS_CERT"
-    fi
+    log "using the certificate in $TLS_DIR"
 fi
 
-# Values become single nginx tokens: refuse anything that could break out of a directive.
-check() {  # name value pattern-description
-    case $2 in
-        *[!A-Za-z0-9._:/@,-]* | "") log "bad $1='$2' ($3)"; exit 1 ;;
-    esac
-}
-check HTTPS_PORT "$HTTPS_PORT" "a port"
-check HTTP_PORT "$HTTP_PORT" "a port"
-check WEB_UPSTREAM "$WEB_UPSTREAM" "host:port[,host:port...]"
-check GATEWAY_UPSTREAM "$GATEWAY_UPSTREAM" "host:port[,host:port...]"
-check TLS_CERT "$TLS_CERT" "a path"
-check TLS_KEY "$TLS_KEY" "a path"
+export WEB_UPSTREAM GATEWAY_UPSTREAM TLS_CERT TLS_KEY
+sh /etc/chatrelay/render.sh /etc/nginx/conf.d/chatrelay.conf
 
-# The abuse limits: whole numbers above 0; unset or empty -> the default in limits.env.
-LIMITS=""
-while IFS='=' read -r name value; do
-    case $name in "" | \#*) continue ;; esac
-    eval "given=\${$name:-}"
-    # shellcheck disable=SC2154 # set by the eval above
-    [ -n "$given" ] || given=$value
-    case $given in
-        0* | *[!0-9]*) log "bad $name='$given' (a whole number above 0)"; exit 1 ;;
-    esac
-    LIMITS="$LIMITS -e s|\\\${$name}|$given|g"
-done </etc/chatrelay/limits.env
-
-# "a:1,b:2" -> "a:1; server b:2" (the template says `server ${WEB_UPSTREAM};`).
-servers() { echo "$1" | sed 's/,/; server /g'; }
-
-# shellcheck disable=SC2086 # $LIMITS is a list of `-e EXPR` words, split on purpose
-sed -e "s|\${HTTPS_PORT}|$HTTPS_PORT|g" \
-    -e "s|\${HTTP_PORT}|$HTTP_PORT|g" \
-    -e "s|\${WEB_UPSTREAM}|$(servers "$WEB_UPSTREAM")|g" \
-    -e "s|\${GATEWAY_UPSTREAM}|$(servers "$GATEWAY_UPSTREAM")|g" \
-    -e "s|\${TLS_CERT}|$TLS_CERT|g" \
-    -e "s|\${TLS_KEY}|$TLS_KEY|g" \
-    $LIMITS \
-    /etc/chatrelay/chatrelay.conf.template >/etc/nginx/conf.d/chatrelay.conf
-# shellcheck disable=SC2016 # a literal ${NAME}, not an expansion
-if grep -n '\${[A-Z][A-Z0-9_]*}' /etc/nginx/conf.d/chatrelay.conf >&2; then
-    log "the template uses a placeholder this entrypoint does not know"
-    exit 1
-fi
 # Test knob (tests/e2e): ignore the apps' `X-Accel-Buffering: no`, so that only the config's
 # own `proxy_buffering off` keeps the event stream unbuffered and the e2e timing check sees it.
 if [ "${EDGE_IGNORE_ACCEL_BUFFERING:-0}" = 1 ]; then
