@@ -217,3 +217,29 @@ async def test_phone_layout_has_a_drawer(contexts: Contexts, stack: Stack) -> No
     await page.locator("#close-drawer").tap()
     await expect(page.locator("#scrim")).to_be_hidden()
     await expect(sidebar).not_to_be_in_viewport()
+
+
+async def test_escape_stops_the_streaming_reply_in_every_tab(context: BrowserContext) -> None:
+    tab1 = await open_chat(context)
+    tab2 = await open_chat(context, tab1.url)
+    await send(tab1, "slow 400 40")  # would take 16 s
+    await expect(last_reply(tab2).locator(".body")).to_contain_text("w003")
+    await tab1.locator("#input").press("Escape")
+    for tab in (tab1, tab2):
+        await expect(last_reply(tab)).to_have_attribute("data-status", "stopped")
+        await expect(last_reply(tab).locator(".note")).to_have_text("Stopped.")
+    assert "w400" not in await reply_text(tab2)
+
+
+async def test_escape_closes_the_settings_without_stopping_the_reply(
+    context: BrowserContext,
+) -> None:
+    tab = await open_chat(context)
+    await send(tab, "slow 60 40")
+    await expect(last_reply(tab).locator(".body")).to_contain_text("w003")
+    await tab.locator("#settings-btn").click()
+    await expect(tab.locator("#settings")).to_be_visible()
+    await tab.keyboard.press("Escape")
+    await expect(tab.locator("#settings")).to_be_hidden()
+    await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
+    assert await reply_text(tab) == slow_text(60)

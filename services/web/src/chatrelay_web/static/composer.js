@@ -35,6 +35,17 @@ async function submitComposer() {
   }
 }
 
+export async function stopReply() {
+  el.stop.disabled = true;
+  try {
+    await api("POST", sessionPath("/stop"));
+  } catch (err) {
+    toast(explain(err, "Stopping"));
+  } finally {
+    el.stop.disabled = false;
+  }
+}
+
 async function regenerate() {
   try {
     await api("POST", sessionPath("/regenerate"));
@@ -181,16 +192,7 @@ export function initComposer() {
     submitComposer();
   });
   el.input.addEventListener("input", autosize);
-  el.stop.addEventListener("click", async () => {
-    el.stop.disabled = true;
-    try {
-      await api("POST", sessionPath("/stop"));
-    } catch (err) {
-      toast(explain(err, "Stopping"));
-    } finally {
-      el.stop.disabled = false;
-    }
-  });
+  el.stop.addEventListener("click", stopReply);
   el.messages.addEventListener("click", onMessageClick);
   el.clearBtn.addEventListener("click", onClearClick);
 }

@@ -3,12 +3,12 @@
 // goes to the API and comes back as events (stream.js), which is how every tab (this one
 // included) stays identical.
 import { api } from "./api.js";
-import { initComposer } from "./composer.js";
+import { initComposer, stopReply } from "./composer.js";
 import { el, touch } from "./dom.js";
 import { loadModelOptions } from "./models.js";
 import { initRecent, renderRecent } from "./recent.js";
 import { initSettings, toggleSettings } from "./settings.js";
-import { state } from "./state.js";
+import { state, streamingMessage } from "./state.js";
 import { connect, initStream } from "./stream.js";
 import { renderControls, setConn, showFatal } from "./views.js";
 
@@ -28,10 +28,16 @@ function initChrome() {
     } catch { /* going to the login page anyway */ }
     location.assign("/login");
   });
+  // Esc closes what is open (the drawer, the settings); with nothing open, it stops the
+  // streaming reply. Its default action is left alone.
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape") return;
+    if (event.key !== "Escape" || event.isComposing) return;
+    const drawerOpen = document.body.classList.contains("drawer-open");
+    const settingsOpen = !el.settings.hidden;
     setDrawer(false);
-    if (!el.settings.hidden && !state.settingsDirty) toggleSettings(false);
+    if (settingsOpen && !state.settingsDirty) toggleSettings(false);
+    if (drawerOpen || settingsOpen || event.target.closest(".edit-area")) return;
+    if (streamingMessage()) stopReply();
   });
 }
 

@@ -4,7 +4,7 @@
 export const state = {
   sessionId: null,
   settings: { system: null, model: null, temperature: null },
-  messages: [], // [{id, role, content, reasoning, status, model, error, finish}]
+  messages: [], // [{id, role, content, reasoning, status, model, error, finish, usage, timing}]
   byId: new Map(),
   lastId: -1, // id of the last event applied
   awaitingSnapshot: false, // after `reset`, ignore everything until the snapshot
@@ -30,5 +30,7 @@ export function normalizeMessage(raw) {
     model: raw.model || null,
     error: raw.error && typeof raw.error === "object" ? raw.error : null,
     finish: raw.finish_reason || null,
+    usage: raw.usage && typeof raw.usage === "object" ? raw.usage : null,
+    timing: raw.timing && typeof raw.timing === "object" ? raw.timing : null,
   };
 }

@@ -72,6 +72,8 @@ const handlers = {
   [EVENTS.Done](data) {
     const msg = replyFor(data.reply_id);
     msg.finish = data.finish_reason || null;
+    msg.usage = data.usage || null;
+    msg.timing = data.timing || null;
     msg.status = data.finish_reason === "stopped" ? "stopped" : "complete";
     finish(msg);
   },
