@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.metrics import Metrics, read_metrics
+from tests.support.metrics import Metrics, metrics_once, read_metrics
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,14 @@ async def test_requests_counted_per_route_template(
     for number in (1, 2, 3):
         assert (await app_client.get(f"/items/{number}")).json() == {"item": number}
     assert (await app_client.get("/teapot")).status_code == 418
-    after = await read_metrics(app_client, metrics_app_url)
+    after = await metrics_once(
+        app_client,
+        metrics_app_url,
+        lambda m: (
+            _requests(m, template, "200") - _requests(before, template, "200") >= 3
+            and _requests(m, "/teapot", "418") > _requests(before, "/teapot", "418")
+        ),
+    )
     assert _requests(after, template, "200") - _requests(before, template, "200") == 3
     assert _requests(after, "/teapot", "418") - _requests(before, "/teapot", "418") == 1
     labels = {"method": "GET", "path": template, "status_code": "200", "app_name": "kit"}

@@ -4,13 +4,16 @@ labels."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Metrics", "read_metrics"]
+__all__ = ["Metrics", "metrics_once", "read_metrics"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,17 @@ async def read_metrics(client: httpx.AsyncClient, base_url: str) -> Metrics:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     return Metrics.parse(response.text)
+
+
+async def metrics_once(
+    client: httpx.AsyncClient, base_url: str, ready: Callable[[Metrics], bool], within: float = 10.0
+) -> Metrics:
+    """The first scrape for which ``ready`` holds. A request's metrics are recorded after its
+    response went out, so a scrape right after it may come first."""
+    deadline = time.monotonic() + within
+    while True:
+        metrics = await read_metrics(client, base_url)
+        if ready(metrics):
+            return metrics
+        assert time.monotonic() < deadline, f"not ready after {within} s:\n{metrics.text}"
+        await asyncio.sleep(0.02)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import fake_upstream as fake
 from tests.support.api import create_session, send_message
-from tests.support.metrics import Metrics, read_metrics
+from tests.support.metrics import Metrics, metrics_once, read_metrics
 from tests.support.services import Service, run_service
 from tests.support.sse import Event, collect_until, open_events, reply_text
 
@@ -150,8 +150,10 @@ async def test_requests_are_counted_by_route_and_events_streams_are_not(
 ) -> None:
     await _finished_reply(client, gateway, metrics_web)
     assert (await client.get(f"{metrics_web.url}/login")).status_code == 200
-    metrics = await _metrics(client, metrics_web)
-    paths = {series["path"] for series in metrics.series("chatrelay_http_requests_total")}
-    assert "/login" in paths
+    requests = "chatrelay_http_requests_total"
+    metrics = await metrics_once(
+        client, metrics_web.url, lambda m: any(s["path"] == "/login" for s in m.series(requests))
+    )
+    paths = {series["path"] for series in metrics.series(requests)}
     # The events streams are answered before Litestar's router and its request middleware.
     assert not [path for path in paths if "events" in path]
