@@ -4,6 +4,13 @@ Raw asyncio on uvloop (no framework): it shares two cores with the stack under t
 must stay cheap. The model name says what to stream: ``bench-<N>x<M>`` is N tokens, M ms
 apart, scheduled against absolute times (no drift), each stamped when written
 (``bench.tokens``). HTTP/1.1 keep-alive, chunked bodies. ``python -m bench.fake --port P``.
+
+Why not the tests' fake (tests/support/fake_upstream.py, one scenario per model): that one
+runs uvicorn in a thread of the test process and builds every chunk from a dict, which is
+right for exact-content tests and too dear here. This one is a process of its own whose
+per-token cost is one bytes concatenation (each event is encoded once and split around the
+stamp), so the shared cores go to the stack under test. It speaks only the minimal chunk
+shape the gateway reads; the gateway's tests pin the full format against the tests' fake.
 """
 
 from __future__ import annotations

@@ -1,28 +1,26 @@
 """The processes under test, on free ports, all stopped at the end.
 
 - the bench fake upstream (``bench.fake``);
-- chatrelay as ``make dev`` runs it (``scripts/dev.py``: Redis, gateway, web, nginx TLS h2),
+- chatrelay as ``make dev`` runs it (``python -m scripts.dev``: Redis, gateway, web, nginx TLS h2),
   pointed at the fake, with the limits raised so that the bench, all on one address, is not
   refused;
 - the plain relay (``bench.relay``) behind a second nginx rendered from the same template.
+
+Started and stopped with scripts/processes.py, the primitives make dev and the tests use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import render_nginx
+from scripts.processes import Process, free_port, start, start_nginx, wait_for_port, wait_until
 
 from .client import Endpoint
 from .procs import descendants
@@ -68,43 +66,6 @@ class Stack:
     pids: dict[str, list[int]] = field(default_factory=dict)
 
 
-def _die_with_us() -> None:
-    """In the child before exec (Linux): SIGTERM when the bench dies, however it dies, so
-    that no stack outlives it (dev.py then stops its own children)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_tcp(port: int, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
-            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not listening on {port} after {START_TIMEOUT:.0f} s")
-
-
-def _wait_line(log: Path, line: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.is_file() else ""
-        if line in text:
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"make dev's runner exited ({proc.returncode}):\n{text[-3000:]}")
-        time.sleep(0.1)
-    raise RuntimeError(f"make dev's runner did not print {line!r} in {START_TIMEOUT:.0f} s")
-
-
 def _role(cmdline: str) -> str | None:
     for needle, role in (
         ("chatrelay_gateway", "gateway"),
@@ -118,12 +79,13 @@ def _role(cmdline: str) -> str | None:
 
 
 @contextlib.contextmanager
-def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
+def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -> Iterator[Stack]:
+    """``web_server``: the HTTP server the web runs on (``WEB_SERVER``), else its default."""
     run_dir.mkdir(parents=True, exist_ok=True)
     # A fresh Redis each run: the last run's sessions would only slow its start and grow it.
     shutil.rmtree(run_dir / "dev" / "redis", ignore_errors=True)
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in (
             "fake",
             "https",
@@ -141,33 +103,23 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
         for k, v in os.environ.items()
         if not k.startswith(_SCRUBBED) and k not in _SCRUBBED_NAMES
     }
-    started: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
+    started: list[Process] = []
 
-    def start(
-        argv: list[str], env: dict[str, str], log: Path, stop: signal.Signals
-    ) -> subprocess.Popen[bytes]:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_us,  # the coordinator has no threads yet
-            )
-        started.append((proc, stop))
-        return proc
+    def run(name: str, argv: list[str], env: dict[str, str], log: Path) -> Process:
+        # die_with_parent: no stack outlives the bench, however it dies (dev.py then stops
+        # its own children). The coordinator has no threads yet.
+        process = start(name, argv, env=env, log=log, cwd=ROOT, die_with_parent=True)
+        started.append(process)
+        return process
 
     try:
-        fake_log = run_dir / "fake.log"
-        fake = start(
+        fake = run(
+            "the bench fake",
             [sys.executable, "-m", "bench.fake", "--port", str(ports["fake"])],
             base_env,
-            fake_log,
-            signal.SIGTERM,
+            run_dir / "fake.log",
         )
-        _wait_tcp(ports["fake"], "the bench fake", fake, fake_log)
+        wait_for_port(ports["fake"], START_TIMEOUT, fake)
         upstream = f"http://127.0.0.1:{ports['fake']}/v1"
 
         dev_env = (
@@ -186,15 +138,19 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
                 "OPENAI_MODEL": models[0],
                 "OPENAI_MODELS": ",".join(models),
             }
+            | ({"WEB_SERVER": web_server} if web_server else {})
         )
         dev_log = run_dir / "dev.log"
-        dev = start(
-            [sys.executable, str(ROOT / "scripts" / "dev.py")], dev_env, dev_log, signal.SIGTERM
+        dev = run("make dev's runner", [sys.executable, "-m", "scripts.dev"], dev_env, dev_log)
+        wait_until(
+            "make dev's runner",
+            lambda: "chatrelay is up" in dev_log.read_text(errors="replace"),
+            timeout=START_TIMEOUT,
+            check=dev.check_running,
         )
-        _wait_line(dev_log, "chatrelay is up", dev)
 
-        relay_log = run_dir / "relay.log"
-        relay = start(
+        relay = run(
+            "the plain relay",
             [
                 sys.executable,
                 "-m",
@@ -207,10 +163,9 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
                 "--no-access-log",
             ],
             base_env | {"BENCH_UPSTREAM": upstream},
-            relay_log,
-            signal.SIGTERM,
+            run_dir / "relay.log",
         )
-        _wait_tcp(ports["relay"], "the plain relay", relay, relay_log)
+        wait_for_port(ports["relay"], START_TIMEOUT, relay)
         tls = run_dir / "dev" / "tls"
         relay_dir = run_dir / "relay-nginx"
         conf = render_nginx.render_run_dir(
@@ -222,19 +177,13 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
                 "GATEWAY_UPSTREAM": f"127.0.0.1:{ports['relay']}",
                 "TLS_CERT": str(tls / "cert.pem"),
                 "TLS_KEY": str(tls / "key.pem"),
-                **{name: RAISED_LIMITS[name] for name in render_nginx.LIMITS},
+                **{name: RAISED_LIMITS[name] for name in render_nginx.defaults()},
             },
         )
-        nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        relay_nginx = start(
-            [nginx_bin, "-p", str(relay_dir), "-c", str(conf)],
-            base_env,
-            run_dir / "relay-nginx.log",
-            signal.SIGQUIT,
+        relay_nginx = start_nginx(
+            conf, ports["relay_https"], name="the relay's nginx", env=base_env, die_with_parent=True
         )
-        _wait_tcp(
-            ports["relay_https"], "the relay's nginx", relay_nginx, relay_dir / "logs" / "error.log"
-        )
+        started.append(relay_nginx)
 
         pids: dict[str, list[int]] = {"fake": [fake.pid]}
         for pid, cmdline in descendants(dev.pid).items():
@@ -256,11 +205,5 @@ def run_stack(run_dir: Path, models: list[str]) -> Iterator[Stack]:
             pids=pids,
         )
     finally:
-        for proc, stop in reversed(started):
-            if proc.poll() is None:
-                proc.send_signal(stop)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for process in reversed(started):
+            process.stop(15)

@@ -55,12 +55,12 @@ check_upstreams() {
             \[*\]:*)
                 host=${item%]:*}
                 case ${host#\[} in '' | *[!0-9A-Fa-f:.]*) fail "bad $1 item '$item' ([v6]:port)" ;; esac
-                check_port "$1" "${item##*:}" >/dev/null
+                (check_port "$1" "${item##*:}") >/dev/null 2>&1 || fail "bad $1 item '$item' (port 1..65535)"
                 ;;
             *:*)
                 host=${item%:*}
                 case $host in '' | *[!A-Za-z0-9.-]*) fail "bad $1 item '$item' (host:port)" ;; esac
-                check_port "$1" "${item##*:}" >/dev/null
+                (check_port "$1" "${item##*:}") >/dev/null 2>&1 || fail "bad $1 item '$item' (port 1..65535)"
                 ;;
             *) fail "bad $1 item '$item' (host:port)" ;;
         esac

@@ -25,20 +25,21 @@ __all__ = [
 ]
 
 
+def _installed(name: str) -> str:
+    found = find_tool(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (scripts/system-deps.sh {name}:{name}); CI has it")
+    return found
+
+
 @pytest.fixture(scope="session")
 def nginx_bin() -> str:
-    found = find_tool("nginx")
-    if found is None:
-        pytest.skip("nginx is not installed (apt-get install -y nginx); CI installs it")
-    return found
+    return _installed("nginx")
 
 
 @pytest.fixture(scope="session")
 def openssl_bin() -> str:
-    found = find_tool("openssl")
-    if found is None:
-        pytest.skip("openssl is not installed (apt-get install -y openssl); CI installs it")
-    return found
+    return _installed("openssl")
 
 
 @dataclass(frozen=True)

@@ -180,9 +180,10 @@ def test_the_edge_image_runs_the_same_renderer_and_certificate_maker() -> None:
     assert 'sh /etc/chatrelay/self-signed.sh "$TLS_DIR"' in entrypoint
     for script in (render_nginx.RENDERER, render_nginx.CERT_MAKER, render_nginx.DEFAULTS_FILE):
         assert f"infra/nginx/{script.name}" in dockerfile
-    # No second certificate maker (`openssl req -x509`) anywhere in the repository.
+    # No second certificate maker (`openssl req -x509`) outside the tests (the tests make
+    # theirs with render_nginx.ensure_cert too, but a test's own is not the product's).
     found = subprocess.run(
-        ["git", "grep", "--untracked", "-l", "-F", "-e", "-x509", "--", ":!*.md", ":!tests/infra"],
+        ["git", "grep", "--untracked", "-l", "-F", "-e", "-x509", "--", ":!*.md", ":!tests"],
         cwd=ROOT,
         capture_output=True,
         text=True,

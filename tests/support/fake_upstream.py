@@ -66,6 +66,15 @@ request's ``stream`` flag; ``*_PIECES`` are the ``delta.content`` values in orde
     A role chunk, then ``FLOOD_PIECE`` (1 KiB of text) every ``FLOOD_DELAY`` seconds, without
     end, until the client leaves.
 
+``scripted``
+    The browser tests' model: the last user message picks the reply. ``slow N [MS]`` streams
+    ``slow_text(N)`` (``w001 w002 ... wN``) a word at a time, ``MS`` ms apart (40); ``cut N``
+    the same words 20 ms apart, each with a trailing space, then the connection drops;
+    ``fail STATUS`` answers that status with an OpenAI error body; ``xss`` streams
+    ``XSS_PAYLOAD`` and ``showcase`` (or ``SHOWCASE_PROMPT``) ``SHOWCASE``, in small pieces;
+    anything else ``echo: <message>``. Each streamed reply ends with finish ``stop``, usage
+    when asked for, ``[DONE]``.
+
 Any other model gets a 404 ``model_not_found`` error body; a body that is not a JSON object
 gets a 400. ``GET /v1/models`` lists ``SCENARIOS``.
 
@@ -93,6 +102,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -127,6 +137,8 @@ __all__ = [
     "OK_TEXT",
     "RETRY_AFTER",
     "SCENARIOS",
+    "SHOWCASE",
+    "SHOWCASE_PROMPT",
     "SLOW_DELAY",
     "SLOW_PIECES",
     "SLOW_TEXT",
@@ -136,10 +148,12 @@ __all__ = [
     "UTF8_PIECES",
     "UTF8_SEND_DELAY",
     "UTF8_TEXT",
+    "XSS_PAYLOAD",
     "FakeUpstream",
     "HttpError",
     "RecordedRequest",
     "auth_error_message",
+    "slow_text",
     "token_cap_refusal",
     "unanswered_base_url",
 ]
@@ -183,6 +197,42 @@ TOKEN_CAP_REFUSALS: dict[str, str] = {
     "no_max_tokens": "max_tokens",
     "no_max_completion_tokens": "max_completion_tokens",
 }
+
+# ``scripted``: markdown mixed with HTML and script that the page must keep inert.
+XSS_PAYLOAD = (
+    "Here you go: <script>window.__xss = 'script'; alert('script')</script>\n\n"
+    "<img src=x onerror=\"window.__xss='img'; alert('img')\">\n\n"
+    "[click me](javascript:window.__xss='link';alert('link'))\n\n"
+    "<svg onload=\"alert('svg')\"><circle r=5></circle></svg>\n\n"
+    "<iframe src=\"javascript:alert('iframe')\"></iframe>"
+    '<div id="injected" style="color:red">raw html</div>\n\n'
+    "![pic](x\" onerror=\"alert('attr'))\n\n"
+    "`<b>code</b>` and ```\n<script>alert('fence')</script>\n```\n"
+    "END-OF-PAYLOAD"
+)
+# ``scripted``: markdown with a code block, a list and math (the README's screenshot).
+SHOWCASE_PROMPT = "How do I sort a list in Python, and how fast is it?"
+SHOWCASE = (
+    "Here is a **quick sort** in Python, plus the maths behind its average cost.\n\n"
+    "```python\n"
+    "def quicksort(items: list[int]) -> list[int]:\n"
+    "    if len(items) <= 1:\n"
+    "        return items\n"
+    "    pivot, *rest = items\n"
+    "    left = [x for x in rest if x < pivot]\n"
+    "    right = [x for x in rest if x >= pivot]\n"
+    "    return quicksort(left) + [pivot] + quicksort(right)\n"
+    "```\n\n"
+    "- average case: $O(n \\log n)$ comparisons\n"
+    "- worst case (sorted input, first element as pivot): $O(n^2)$\n\n"
+    "$$C(n) = (n-1) + \\frac{2}{n}\\sum_{k=0}^{n-1} C(k) \\approx 2n \\ln n$$\n\n"
+    "Pick a random pivot to make the worst case unlikely."
+)
+
+
+def slow_text(count: int) -> str:
+    """The whole reply ``slow N`` streams in ``scripted``: ``w001 w002 ... wN``."""
+    return " ".join(f"w{i:03d}" for i in range(1, count + 1))
 
 
 def token_cap_refusal(name: str) -> str:
@@ -258,6 +308,7 @@ _STREAMING = (
     *TOKEN_CAP_REFUSALS,
     "bad_usage",
     "flood",
+    "scripted",
 )
 SCENARIOS: tuple[str, ...] = (*_STREAMING, *HTTP_ERRORS)
 
@@ -441,6 +492,47 @@ def _utf8_sends(data: bytes) -> Iterator[bytes]:
     yield data[start:]
 
 
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+async def _scripted(request: _Request, stream: _Stream, response: _Response) -> None:
+    """The ``scripted`` scenario: the last user message picks the reply."""
+    text = _last_user_text(request.body).strip()
+    if match := re.fullmatch(r"fail (\d{3})", text):
+        status = int(match.group(1))
+        await response.error(status, f"fake upstream says {status}", "fake_error", str(status))
+        return
+    delay, cut = 0.0, False
+    pieces: list[str]
+    if match := re.fullmatch(r"cut (\d+)", text):
+        pieces = [f"{word} " for word in slow_text(int(match.group(1))).split()]
+        delay, cut = 0.02, True
+    elif match := re.fullmatch(r"slow (\d+)(?: (\d+))?", text):
+        pieces = re.findall(r"\S+ ?", slow_text(int(match.group(1))))
+        delay = int(match.group(2) or 40) / 1000
+    elif text == "xss":
+        pieces = re.findall(r".{1,12}", XSS_PAYLOAD, flags=re.S)
+    elif text in ("showcase", SHOWCASE_PROMPT):
+        pieces = re.findall(r".{1,16}", SHOWCASE, flags=re.S)
+    else:
+        pieces = [f"echo: {text}"]
+    await response.start(200, _SSE_TYPE, _SSE_HEADERS)
+    await response.write(stream.role())
+    for piece in pieces:
+        if delay:
+            await response.pause(delay)
+        await response.write(stream.text(piece))
+    if cut:
+        await response.pause(0.01)
+        raise _CutError("the fake cuts the connection mid-body")
+    await response.end(stream.tail())
+
+
 class _App:
     def __init__(self, fake: FakeUpstream) -> None:
         self._fake = fake
@@ -558,6 +650,8 @@ class _App:
             await response.error(
                 400, token_cap_refusal(refused), "invalid_request_error", "unsupported_parameter"
             )
+        elif name == "scripted":
+            await _scripted(request, stream, response)
         elif name not in _STREAMING:
             await response.error(
                 404,
