@@ -31,6 +31,7 @@ from ._limits import ReplySlots
 from ._login import LoginController
 from ._schemas import GatewayRequest
 from ._settings import GatewaySettings
+from ._transport import upstream_client
 from ._upstream import UpstreamConfig
 
 __all__ = ["create_app"]
@@ -50,7 +51,9 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             max_reply_bytes=settings.max_reply_bytes,
             max_reply_seconds=settings.max_reply_seconds,
         )
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        # At most one idle keep-alive connection per reply slot.
+        client = upstream_client(settings.upstream_base_url, timeout, max_idle=settings.max_replies)
+        async with client:
             generations = Generations(
                 app.state.store, client, config, flush_seconds=settings.flush_seconds
             )
