@@ -16,6 +16,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -24,6 +25,14 @@ import httpx
 from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot
 from redis.exceptions import RedisError
 
+from ._metrics import (
+    REPLIES_RUNNING,
+    TOKENS_RELAYED,
+    observe_redis_write,
+    reply_finished,
+    reply_reaped,
+    time_upstream,
+)
 from ._settings import DEFAULT_FLUSH_SECONDS
 from ._upstream import Completion, UpstreamConfig, UpstreamError, stream_chat
 
@@ -119,6 +128,7 @@ class _Writer:
     def add(self, job: _Job, text: str) -> None:
         if job.unwritable:  # its reader is being cancelled: nothing more can be written
             return
+        TOKENS_RELAYED.inc()
         job.unsent.append(text)
         job.written.clear()
         self._pending[job] = None
@@ -172,6 +182,7 @@ class _Writer:
         # A reply's budget runs from the start of its first failing call (the client's own
         # retries inside one call take a while).
         started = asyncio.get_running_loop().time()
+        write_started = time.perf_counter()
         try:
             streaming = await self._store.append_deltas(writes)
         except BaseException:
@@ -179,6 +190,7 @@ class _Writer:
                 if job.failing_since is None:
                     job.failing_since = started
             raise
+        observe_redis_write(write_started)
         for job in jobs:
             job.unconfirmed.clear()
             job.failing_since = None
@@ -279,19 +291,23 @@ class Generations:
             try:
                 for reply_id in await self._store.reap_lapsed():
                     logger.warning("closed reply %s: its gateway stopped renewing it", reply_id)
+                    reply_reaped()
             except (RedisError, OSError) as exc:
                 logger.warning("reaper: %s", exc)
             await asyncio.sleep(REAP_SECONDS)
 
     async def _run(self, job: _Job) -> None:
+        REPLIES_RUNNING.inc()
         try:
             try:
                 event = await self._generate(job)
             except Exception:
                 logger.exception("reply %s failed", job.reply_id)
                 event = ErrorEvent(job.reply_id, "internal", "The gateway failed")
+            reply_finished(event)
             await self._finish(job, event)
         finally:
+            REPLIES_RUNNING.dec()
             if self._jobs.get(job.session_id) is job:
                 del self._jobs[job.session_id]
 
@@ -305,6 +321,7 @@ class Generations:
                 functools.partial(self._writer.add, job),
             )
         )
+        time_upstream(job.reader)
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
         try:

@@ -11,10 +11,12 @@ import httpx
 from chatrelay_common import store_lifespan
 from chatrelay_litestar import (
     ErrorResponse,
+    MetricsController,
     error_response,
     from_state,
     health_controller,
     provide_value,
+    request_metrics,
 )
 from litestar import Litestar, Request
 from litestar.datastructures import State
@@ -78,9 +80,11 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             ModelsController,
             LoginController,
             health_controller(),
+            MetricsController,
             demo_model_router(settings.demo_max_body_bytes),
         ],
         guards=access_guards(settings),
+        middleware=[request_metrics("gateway")],
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
             "store": from_state("store"),
