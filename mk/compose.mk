@@ -58,4 +58,4 @@ lint-compose: $(LINT_TOOLS)/bin/hadolint ## Check compose (schema + config -q), 
 	$$(scripts/engine.sh compose) -f infra/compose.yaml config -q
 	$$(scripts/engine.sh compose) -f infra/compose.yaml -f tests/e2e/compose.e2e.yaml config -q
 	$(LINT_TOOLS)/bin/hadolint infra/docker/service/Dockerfile infra/docker/edge/Dockerfile infra/docker/standins/*.Dockerfile
-	$(LINT_TOOLS)/bin/shellcheck scripts/engine.sh scripts/e2e.sh infra/docker/base-images.sh infra/docker/edge/*.sh
+	$(LINT_TOOLS)/bin/shellcheck scripts/*.sh infra/nginx/*.sh infra/docker/base-images.sh infra/docker/edge/*.sh

@@ -100,6 +100,13 @@ def test_defaults_are_the_services_own(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("clean_environ")
+def test_a_given_redis_url_means_no_redis_of_its_own(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("REDIS_URL=redis://127.0.0.1:1/0\n")
+    assert not dev.load_config(env_file).own_redis
+
+
+@pytest.mark.usefixtures("clean_environ")
 def test_a_bad_setting_stops_it_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
