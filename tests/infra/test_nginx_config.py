@@ -20,6 +20,8 @@ from tests.infra.nginx_conf import Directive, duration_seconds, parse, size_byte
 ROOT = Path(__file__).resolve().parents[2]
 SSE_LOCATION = ["~", "^/api/sessions/[^/]+/events$"]
 HEALTH_LOCATIONS = [["=", "/healthz"], ["=", "/readyz"]]
+# Bearer-guarded (tests/infra/test_edge_metrics.py), and everything else under /metrics: 404.
+METRICS_LOCATIONS = [["=", "/metrics/gateway"], ["=", "/metrics/web"], ["^~", "/metrics"]]
 HEARTBEAT_SECONDS = 15
 API_MAX_BODY = 32 * 1024
 CSP = (
@@ -112,7 +114,7 @@ def test_limits_default_from_the_one_defaults_file() -> None:
     defaults = render_nginx.defaults()
     assert set(defaults) == {
         name for name in render_nginx.placeholders() if name.startswith("EDGE_")
-    }
+    } | {"METRICS_TOKEN"}
     server = https_server(Directive("http", [], parse(render_text(VALUES))))
     assert server.values("limit_conn") == [
         ["chatrelay_conn_ip", defaults["EDGE_CONN_PER_IP"]],
@@ -306,7 +308,7 @@ def test_sse_location_never_buffers_and_outlives_heartbeats(http: Directive) -> 
 
 def proxied_locations(server: Directive) -> list[Directive]:
     found = [loc for loc in server.children("location") if loc.children("proxy_pass")]
-    assert len(found) == 3
+    assert len(found) == 5
     return found
 
 
@@ -392,6 +394,7 @@ def test_routing(http: Directive) -> None:
         ("/api/",),
         ("/",),
         *(tuple(args) for args in HEALTH_LOCATIONS),
+        *(tuple(args) for args in METRICS_LOCATIONS),
         ("@chatrelay_too_many",),
     }
     assert location(server, ["/api/"]).one("proxy_pass") == ["http://chatrelay_gateway"]
