@@ -90,12 +90,18 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             "store": from_state("store"),
             "generations": from_state("generations"),
             "default_model": provide_value(settings.default_model),
-            "allowed_models": provide_value(settings.allowed_models),
-            "reply_slots": provide_value(
-                ReplySlots(per_client=settings.max_replies_per_ip, total=settings.max_replies)
-            ),
+            "allowed_models": from_state("allowed_models"),
         },
-        state=State({"settings": settings, "demo_token_delay": settings.demo_token_delay}),
+        state=State(
+            {
+                "settings": settings,
+                "demo_token_delay": settings.demo_token_delay,
+                "allowed_models": settings.allowed_models,
+                "reply_slots": ReplySlots(
+                    per_client=settings.max_replies_per_ip, total=settings.max_replies
+                ),
+            }
+        ),
         exception_handlers={**exception_handlers, HTTP_413_REQUEST_ENTITY_TOO_LARGE: too_large},
         request_max_body_size=settings.max_message_bytes,
         request_class=GatewayRequest,
