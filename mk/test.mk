@@ -1,5 +1,5 @@
 # Tests and static checks of the Python code.
-TEST_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl curl:curl
+TEST_SYSTEM_DEPS := redis-server:redis-server nginx:nginx openssl:openssl curl:curl busybox:busybox
 TEST_PATHS := tests/common tests/litestar_kit tests/gateway tests/web tests/infra tests/bench
 
 .PHONY: test

@@ -14,7 +14,7 @@ import pytest
 
 from scripts import render_nginx
 from scripts.render_nginx import EdgeError, render_text
-from tests.infra.conftest import Cert, edge_values, free_port
+from tests.infra.conftest import Cert, edge_values, find_tool, free_port
 from tests.infra.nginx_conf import Directive, duration_seconds, parse, size_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,6 +173,36 @@ def test_a_new_placeholder_needs_no_renderer_change(tmp_path: Path) -> None:
     refused = run("a b;")
     assert refused.returncode == 2
     assert refused.stderr.startswith("render.sh: bad METRICS_TOKEN='a b;'")
+
+
+def test_busybox_renders_the_same(tmp_path: Path) -> None:
+    """The public edge image is nginx:*-alpine: busybox's sh, awk, grep, sed, sort and tr."""
+    busybox = find_tool("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (make test installs it)")
+    applets = tmp_path / "bin"
+    applets.mkdir()
+    for name in ("sh", "awk", "grep", "sed", "sort", "tr", "tail", "mv", "rm", "dirname"):
+        (applets / name).symlink_to(busybox)
+    values = {**VALUES, "WEB_UPSTREAM": "web:1, [::1]:2 unix:/run/w.sock", "EDGE_CONN_TOTAL": "9"}
+
+    def run(values: dict[str, str], out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(applets / "sh"), str(render_nginx.RENDERER), str(out)],
+            env={"PATH": str(applets), **values},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = run(values, tmp_path / "busybox.conf")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "busybox.conf").read_text() == render_text(values)
+    refused = run({**values, "GATEWAY_UPSTREAM": "g:1;"}, tmp_path / "refused.conf")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "render.sh: bad GATEWAY_UPSTREAM item 'g:1;' (port 1..65535)\n",
+    )
 
 
 def test_the_edge_image_runs_the_same_renderer_and_certificate_maker() -> None:
