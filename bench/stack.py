@@ -177,7 +177,8 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
                 "GATEWAY_UPSTREAM": f"127.0.0.1:{ports['relay']}",
                 "TLS_CERT": str(tls / "cert.pem"),
                 "TLS_KEY": str(tls / "key.pem"),
-                **{name: RAISED_LIMITS[name] for name in render_nginx.defaults()},
+                # Every edge default but the limits (METRICS_TOKEN) stays as it is.
+                **{name: RAISED_LIMITS.get(name, "") for name in render_nginx.defaults()},
             },
         )
         relay_nginx = start_nginx(
