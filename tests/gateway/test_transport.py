@@ -120,9 +120,14 @@ def test_the_request_goes_out_as_httpx_built_it(run: Callable[..., None]) -> Non
         seen: list[tuple[bytes, bytes]] = []
 
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            seen.append(await _read_request(reader))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            for _ in range(2):
+                seen.append(await _read_request(reader))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await reader.read()
+
+        async def streamed() -> AsyncIterator[bytes]:
+            yield b"in "
+            yield b"parts"
 
         async with (
             _Server(handler).running() as server,
@@ -133,8 +138,15 @@ def test_the_request_goes_out_as_httpx_built_it(run: Callable[..., None]) -> Non
                 json={"model": "m", "text": "é"},
                 headers={"Authorization": "Bearer k"},
             )
-        assert response.content == b"ok"
-        [(head, body)] = seen
+            # A body httpx has not read (a stream) goes out whole, with its length.
+            streamed_response = await client.post(
+                f"http://127.0.0.1:{server.port}/s", content=streamed()
+            )
+        assert response.content == streamed_response.content == b"ok"
+        [(head, body), (streamed_head, streamed_body)] = seen
+        assert streamed_body == b"in parts"
+        assert b"\r\ncontent-length: 8\r\n" in streamed_head.lower()
+        assert b"transfer-encoding" not in streamed_head.lower()
         lines = head.decode().split("\r\n")
         assert lines[0] == "POST /v1/chat/completions?a=1 HTTP/1.1"
         headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}

@@ -249,8 +249,11 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {scheme.decode()!r}")
         origin = (scheme, request.url.raw_host, request.url.port or _DEFAULT_PORTS[scheme])
         timeouts = request.extensions.get("timeout", {})
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        body = b"".join([part async for part in request.stream])
+        try:
+            body = request.content  # built from json= or content=: already in memory
+        except httpx.RequestNotRead:
+            assert isinstance(request.stream, httpx.AsyncByteStream)
+            body = b"".join([part async for part in request.stream])
         connection = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
         self._busy.add(connection)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +42,10 @@ __all__ = ["create_app"]
 
 def create_app(settings: GatewaySettings | None = None) -> Litestar:
     settings = settings or GatewaySettings()
+    # httpx logs every upstream request at INFO ("HTTP Request: POST ..."), which Litestar's
+    # queue handler hands to a logging thread: a wake-up per reply, a fifth of an upstream
+    # request's CPU (py-spy). Its warnings still show; the gateway logs failures itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @contextlib.asynccontextmanager
     async def generations_lifespan(app: Litestar) -> AsyncIterator[None]:
