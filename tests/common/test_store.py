@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 import pytest
 from chatrelay_common import (
@@ -30,9 +32,25 @@ async def test_a_reply_is_logged_and_snapshotted_atomically(store: SessionStore)
     snapshot = await store.snapshot(session)
     assert snapshot.seq == 4
     assert snapshot.settings == SessionSettings(system="be brief", model="m", temperature=0.5)
+    created_at = json.loads((await store.events_after(session, 0))[0].data)["message"]["created_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created_at)
     assert snapshot.messages == [
-        Message(id=message_id or "", role="user", content="hi", status="complete"),
-        Message(id=reply_id, role="assistant", content="Hello ✓", status="streaming"),
+        Message(
+            id=message_id or "", role="user", content="hi", status="complete", created_at=created_at
+        ),
+        Message(
+            id=reply_id,
+            role="assistant",
+            content="Hello ✓",
+            status="streaming",
+            created_at=created_at,
+            model="m",
+            finish_reason=None,
+            usage=None,
+            error=None,
+            reasoning="",
+            timing=None,
+        ),
     ]
 
     usage = Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
@@ -68,7 +86,9 @@ async def test_each_event_is_published_with_its_seq(store: SessionStore, redis: 
         got.append(decode_wire(message["data"]))
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert got[0][:2] == (1, "message")
-    assert got[1] == (2, "start", f'{{"reply_id":"{reply_id}","model":"m"}}'.encode())
+    created_at = json.loads(got[0][2])["message"]["created_at"]
+    start = f'{{"reply_id":"{reply_id}","model":"m","created_at":"{created_at}"}}'
+    assert got[1] == (2, "start", start.encode())
     assert got[2] == (3, "delta", f'{{"reply_id":"{reply_id}","text":"a b"}}'.encode())
 
 
@@ -214,9 +234,9 @@ async def test_append_deltas_writes_several_sessions_in_one_call_and_skips_a_ret
     _, first_reply = await store.begin_reply(first, model="m", content="a?")
     _, second_reply = await store.begin_reply(second, model="m", content="b?")
     writes = [
-        (first, first_reply, "a1", 1),
-        (second, second_reply, "b1", 1),
-        (first, first_reply, "a2", 2),
+        (first, first_reply, "delta", "a1", 1),
+        (second, second_reply, "delta", "b1", 1),
+        (first, first_reply, "delta", "a2", 2),
     ]
     assert await store.append_deltas(writes) == [True, True, True]
     # The same call again, as when its answer was lost: every batch is applied already.
@@ -237,7 +257,7 @@ async def test_append_deltas_writes_several_sessions_in_one_call_and_skips_a_ret
     assert await store.finish_reply(second, second_reply, Done(second_reply, "stop", None))
     # One reply ended: only its write says so, the other goes on.
     assert await store.append_deltas(
-        [(first, first_reply, "a3", 3), (second, second_reply, "late", 2)]
+        [(first, first_reply, "delta", "a3", 3), (second, second_reply, "delta", "late", 2)]
     ) == [True, False]
     assert (await store.snapshot(first)).messages[-1].content == "a1a2a3"
     assert (await store.snapshot(second)).messages[-1].content == "b1"

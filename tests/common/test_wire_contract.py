@@ -31,7 +31,7 @@ async def test_every_publication_is_the_wire_form_of_its_logged_event(
     assert await pubsub.get_message(timeout=1) is not None  # the subscribe confirmation
 
     _, reply_id = await store.begin_reply(session, model="m", content="hi ✓")
-    await store.append_deltas([(session, reply_id, "a b", 1)])
+    await store.append_deltas([(session, reply_id, "delta", "a b", 1)])
     await store.finish_reply(session, reply_id, Done(reply_id, "stop", None))
     await store.update_settings(session, {"system": 'say "x"'})
     await store.clear(session)
@@ -62,6 +62,7 @@ async def test_the_scripts_write_exactly_the_keys_session_keys_names(
     message_id, reply_id = await store.begin_reply(session, model="m", content="q")
     assert message_id is not None
     assert await store.append_delta(session, reply_id, "a")
+    assert await store.append_delta(session, reply_id, "r", kind="reasoning")
     assert await store.request_stop(session) == reply_id
 
     found = {key.decode() async for key in redis.scan_iter(match=keys.base + "*")}
@@ -75,6 +76,7 @@ async def test_the_scripts_write_exactly_the_keys_session_keys_names(
         keys.text(message_id),
         keys.message(reply_id),
         keys.text(reply_id),
+        keys.reasoning(reply_id),
     }
     assert await redis.get(keys.text(reply_id)) == b"a"
     assert await redis.lrange(keys.order, 0, -1) == [message_id.encode(), reply_id.encode()]  # type: ignore[misc]

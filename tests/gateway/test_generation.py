@@ -53,7 +53,8 @@ async def test_a_stop_before_the_reply_began_ends_it_at_once(
     assert await _finished(store, session_id) == ("stopped", "")
     log = await store.events_after(session_id, 0)
     assert log[-1].name == "done"
-    stopped = f'{{"reply_id":"{reply_id}","finish_reason":"stopped","usage":null}}'
+    # Stopped before any text: no usage, no timing.
+    stopped = f'{{"reply_id":"{reply_id}","finish_reason":"stopped","usage":null,"timing":null}}'
     assert log[-1].data == stopped.encode()
 
 

@@ -33,6 +33,8 @@ async def test_a_stop_sent_to_another_replica_stops_the_reply(
         assert (stop.status_code, stop.json()) == (202, {"reply_id": reply_id})
         events = await collect_until(tab, "done")
 
+    timing = events[-1].data.pop("timing")  # text had come: how fast it came
+    assert set(timing) == {"first_token_ms", "tokens_per_s"}
     assert events[-1].data == {"reply_id": reply_id, "finish_reason": "stopped", "usage": None}
     await fake_upstream.wait_for_disconnect_async(timeout=5)
     assert fake_upstream.client_disconnects == ["slow"]
@@ -50,13 +52,21 @@ async def test_a_reply_runs_to_the_end_with_no_tab_open(
         if session["messages"][-1]["status"] != "streaming":
             break
         await asyncio.sleep(0.05)
+    # A tab opened afterwards replays the whole reply from the log.
+    async with open_events(client, web.url, session_id, last_event_id=0) as tab:
+        events = await collect_until(tab, "done")
+    assert reply_text(events, reply_id) == fake.UTF8_TEXT
+    [start] = [e.data for e in events if e.name == "start"]
     assert session["messages"][-1] == {
         "id": reply_id,
         "role": "assistant",
         "content": fake.UTF8_TEXT,
         "status": "complete",
+        "created_at": start["created_at"],
+        "model": "utf8",
+        "reasoning": "",
+        "finish_reason": "stop",
+        "usage": fake.USAGE,
+        "error": None,
+        "timing": events[-1].data["timing"],
     }
-    # A tab opened afterwards replays the whole reply from the log.
-    async with open_events(client, web.url, session_id, last_event_id=0) as tab:
-        events = await collect_until(tab, "done")
-    assert reply_text(events, reply_id) == fake.UTF8_TEXT

@@ -42,11 +42,23 @@ async def test_a_finished_conversation_is_kept_in_order(
     async with open_events(client, web.url, session_id) as stream:
         await anext(stream)
         first = await send_message(client, gateway.url, session_id, "one")
-        await collect_until(stream, "done")
+        first_events = await collect_until(stream, "done")
         fake_upstream.reset()
         second = await send_message(client, gateway.url, session_id, "two")
         events = await collect_until(stream, "done")
     session = (await client.get(f"{gateway.url}/api/sessions/{session_id}")).json()
+    # When each message was added and how each reply went, as their events said live.
+    lived = [(e.name, e.data) for e in first_events + events]
+    starts = [data["created_at"] for name, data in lived if name == "start"]
+    # A message and its reply are added together, in one write.
+    created = [at for at in starts for _ in ("message", "reply")]
+    reply_meta = {"model": "ok", "finish_reason": "stop", "usage": fake.USAGE, "error": None}
+    timings = [data["timing"] for name, data in lived if name == "done"]
+    assert [m.pop("created_at") for m in session["messages"]] == created
+    assert [
+        {key: m.pop(key) for key in (*reply_meta, "reasoning", "timing")}
+        for m in session["messages"][1::2]
+    ] == [{**reply_meta, "reasoning": "", "timing": timing} for timing in timings]
     assert session["messages"] == [
         {"id": first["message_id"], "role": "user", "content": "one", "status": "complete"},
         {
@@ -213,7 +225,11 @@ async def test_the_demo_model_answers_without_a_key(
         ids = await send_message(client, demo_gateway.url, session_id, "Hello there")
         events = await collect_until(stream, "done")
     assert snapshot.data["settings"]["model"] == "chatrelay-demo"
-    assert events[1].data == {"reply_id": ids["reply_id"], "model": "chatrelay-demo"}
+    assert events[1].data == {
+        "reply_id": ids["reply_id"],
+        "model": "chatrelay-demo",
+        "created_at": events[0].data["message"]["created_at"],
+    }
     assert reply_text(events, ids["reply_id"]) == demo_reply("Hello there")
     assert "demo model" in demo_reply("x")
     assert events[-1].data["finish_reason"] == "stop"

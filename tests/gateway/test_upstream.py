@@ -13,7 +13,9 @@ import httpx
 import pytest
 from chatrelay_common import Usage
 from chatrelay_gateway._upstream import (
+    CONTENT,
     Completion,
+    Piece,
     UpstreamConfig,
     UpstreamError,
     stream_chat,
@@ -33,8 +35,20 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def drain(
+    pieces: AsyncIterator[Piece | Completion], texts: list[str], thoughts: list[str]
+) -> Completion:
+    """Every piece of an answer into ``texts`` or ``thoughts``; returns its Completion."""
+    async for piece in pieces:
+        if isinstance(piece, Completion):
+            return piece
+        kind, text = piece
+        (texts if kind == CONTENT else thoughts).append(text)
+    raise AssertionError("no Completion at the end")
+
+
 class Run:
-    """One ``stream_chat`` call; keeps every ``on_text`` piece."""
+    """One ``stream_chat`` call; keeps every piece of text and of reasoning."""
 
     def __init__(
         self,
@@ -48,10 +62,14 @@ class Run:
         self.client = client
         self.config = UpstreamConfig(base_url, api_key, first_byte_timeout, **limits)
         self.pieces: list[str] = []
+        self.thoughts: list[str] = []
 
     async def __call__(self, model: str) -> Completion:
-        body: dict[str, Any] = {"model": model, "messages": MESSAGES}
-        return await stream_chat(self.client, self.config, body, self.pieces.append)
+        return await self.send({"model": model, "messages": MESSAGES})
+
+    async def send(self, body: dict[str, Any]) -> Completion:
+        stream = stream_chat(self.client, self.config, body)
+        return await drain(stream, self.pieces, self.thoughts)
 
     async def error(self, model: str) -> UpstreamError:
         with pytest.raises(UpstreamError) as info:
@@ -98,7 +116,7 @@ async def test_the_request_asks_for_a_stream_with_usage_and_carries_the_key(
 ) -> None:
     run = Run(client, fake_upstream.base_url)
     body = {"model": "ok", "messages": MESSAGES, "temperature": 0.5, "stream": False}
-    await stream_chat(client, run.config, body, run.pieces.append)
+    await run.send(body)
 
     [(headers, sent)] = fake_upstream.requests
     assert headers["authorization"] == f"Bearer {API_KEY}"

@@ -88,13 +88,25 @@ async def _assert_kept_and_usable(
     reply_id: str,
     text: str,
     status: str,
+    live: list[Event],
 ) -> None:
+    """After a reload the reply shows what its events said live: model and time from
+    ``start``; finish reason, usage and timing from ``done``, or the ``error``."""
     session = (await client.get(f"{gateway.url}/api/sessions/{session_id}")).json()
+    [start] = [e.data for e in live if e.name == "start"]
+    end = live[-1].data
     assert session["messages"][-1] == {
         "id": reply_id,
         "role": "assistant",
         "content": text,
         "status": status,
+        "created_at": start["created_at"],
+        "model": start["model"],
+        "reasoning": "",
+        "finish_reason": end.get("finish_reason"),
+        "usage": end.get("usage"),
+        "timing": end.get("timing"),
+        "error": {"code": end["code"], "message": end["message"]} if "code" in end else None,
     }
     # The session takes the next message (the model is switched to one that works).
     patched = await client.patch(f"{gateway.url}/api/sessions/{session_id}", json={"model": "ok"})
@@ -116,7 +128,7 @@ async def test_answers_end_with_done(
     assert reply_text(tab1, reply_id) == text
     assert tab1[-1].name == "done"
     assert tab1[-1].data["finish_reason"] == finish_reason
-    await _assert_kept_and_usable(client, gateway, session_id, reply_id, text, "complete")
+    await _assert_kept_and_usable(client, gateway, session_id, reply_id, text, "complete", tab1)
 
 
 @pytest.mark.parametrize(("model", "text", "code", "message"), ERROR_CASES)
@@ -137,7 +149,7 @@ async def test_faults_end_with_an_error_every_tab_sees(
     assert error.data["message"].startswith(message)
     if model.startswith("http_"):  # the upstream's own words follow
         assert error.data["message"] != message
-    await _assert_kept_and_usable(client, gateway, session_id, reply_id, text, "error")
+    await _assert_kept_and_usable(client, gateway, session_id, reply_id, text, "error", tab1)
 
 
 async def test_an_unreachable_upstream_is_an_error_event(
@@ -146,7 +158,9 @@ async def test_an_unreachable_upstream_is_an_error_event(
     session_id, reply_id, (tab1, _) = await _one_reply(client, unreachable_gateway, web, "ok")
     assert (tab1[-1].name, tab1[-1].data["reply_id"]) == ("error", reply_id)
     assert tab1[-1].data["code"] == "upstream_unreachable"
-    await _assert_kept_and_usable(client, unreachable_gateway, session_id, reply_id, "", "error")
+    await _assert_kept_and_usable(
+        client, unreachable_gateway, session_id, reply_id, "", "error", tab1
+    )
 
 
 async def test_the_api_key_never_leaves_the_gateway(

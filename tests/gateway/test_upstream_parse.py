@@ -12,6 +12,8 @@ import httpx
 import pytest
 from chatrelay_gateway._upstream import Completion, UpstreamConfig, stream_chat
 
+from tests.gateway.test_upstream import drain
+
 _EVENTS = [
     b": a comment",
     b"event: message",
@@ -65,8 +67,7 @@ async def test_every_line_ending_and_field_with_lines_cut_anywhere(line_end: byt
     pieces: list[str] = []
     async for base_url in _serve_in_pieces(body):
         async with httpx.AsyncClient() as client:
-            completion = await stream_chat(
-                client, UpstreamConfig(base_url, None), {"model": "m"}, pieces.append
-            )
+            stream = stream_chat(client, UpstreamConfig(base_url, None), {"model": "m"})
+            completion = await drain(stream, pieces, [])
     assert pieces == ["Hel", "lo", " \ufffd!"]
     assert completion == Completion("stop", None)

@@ -75,8 +75,23 @@ request's ``stream`` flag; ``*_PIECES`` are the ``delta.content`` values in orde
     anything else ``echo: <message>``. Each streamed reply ends with finish ``stop``, usage
     when asked for, ``[DONE]``.
 
+``reasoning``
+    A role chunk, ``REASONING_PIECES`` (``REASONING_TEXT``) as ``delta.reasoning_content``
+    (DeepSeek, vLLM <= 0.10, llama.cpp), then ``OK_PIECES`` as content, finish ``stop``,
+    usage, ``[DONE]``.
+``reasoning_field``
+    The same with ``delta.reasoning`` (vLLM >= 0.11, Ollama, OpenRouter).
+``think_tags``
+    The same reasoning inside the content, ``<think>REASONING_TEXT</think>`` then two
+    newlines and ``OK_TEXT``, in ``THINK_TAG_PIECES``: both tags are cut across chunks.
+``no_stream_options``
+    A request carrying ``stream_options`` gets a 400 ``STREAM_OPTIONS_REFUSAL`` (as some
+    proxies answer); any other is answered like ``ok`` (without usage: none was asked for).
+
 Any other model gets a 404 ``model_not_found`` error body; a body that is not a JSON object
-gets a 400. ``GET /v1/models`` lists ``SCENARIOS``.
+gets a 400. ``GET /v1/models`` lists ``.listed_models`` (``SCENARIOS`` unless set), after
+``.models_delay`` seconds (0), with status ``.models_status`` (200; any other answers an
+error body); ``.models_requests`` counts them.
 
 When the fake stops (the ``with`` block ends), responses still waiting (``hang``, ``idle``,
 ``slow``) end at once: with a 503 error body if no head was sent, else the body just ends.
@@ -135,6 +150,8 @@ __all__ = [
     "NO_DONE_TEXT",
     "OK_PIECES",
     "OK_TEXT",
+    "REASONING_PIECES",
+    "REASONING_TEXT",
     "RETRY_AFTER",
     "SCENARIOS",
     "SHOWCASE",
@@ -143,6 +160,8 @@ __all__ = [
     "SLOW_PIECES",
     "SLOW_TEXT",
     "SLOW_TOKEN_COUNT",
+    "STREAM_OPTIONS_REFUSAL",
+    "THINK_TAG_PIECES",
     "TOKEN_CAP_REFUSALS",
     "USAGE",
     "UTF8_PIECES",
@@ -193,6 +212,17 @@ BAD_USAGE: dict[str, object] = {
 }
 FLOOD_PIECE = "x" * 1023 + " "
 FLOOD_DELAY = 0.001
+REASONING_PIECES = ("The user ", "greets me; ", "greet them back.")
+REASONING_TEXT = "".join(REASONING_PIECES)
+THINK_TAG_PIECES = (
+    "<thi",
+    "nk>The user ",
+    "greets me; greet them back.</th",
+    "ink>\n",
+    "\nHello",
+    *OK_PIECES[1:],
+)
+STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"
 TOKEN_CAP_REFUSALS: dict[str, str] = {
     "no_max_tokens": "max_tokens",
     "no_max_completion_tokens": "max_completion_tokens",
@@ -309,6 +339,10 @@ _STREAMING = (
     "bad_usage",
     "flood",
     "scripted",
+    "reasoning",
+    "reasoning_field",
+    "think_tags",
+    "no_stream_options",
 )
 SCENARIOS: tuple[str, ...] = (*_STREAMING, *HTTP_ERRORS)
 
@@ -552,10 +586,7 @@ class _App:
                 break
         method, path = scope["method"], scope["path"]
         if path == "/v1/models" and method == "GET":
-            models = [
-                {"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in SCENARIOS
-            ]
-            await response.json_response(200, {"object": "list", "data": models})
+            await self._models(response)
             return
         if path != "/v1/chat/completions":
             await response.error(404, f"Unknown path {path}", "invalid_request_error", None)
@@ -650,6 +681,10 @@ class _App:
             await response.error(
                 400, token_cap_refusal(refused), "invalid_request_error", "unsupported_parameter"
             )
+        elif name == "no_stream_options" and "stream_options" in request.body:
+            await response.error(
+                400, STREAM_OPTIONS_REFUSAL, "invalid_request_error", "invalid_parameter"
+            )
         elif name == "scripted":
             await _scripted(request, stream, response)
         elif name not in _STREAMING:
@@ -711,6 +746,33 @@ class _App:
             while True:
                 await response.write(stream.text(FLOOD_PIECE))
                 await response.pause(FLOOD_DELAY)
+        elif name in ("reasoning", "reasoning_field"):
+            field = "reasoning" if name == "reasoning_field" else "reasoning_content"
+            await response.write(stream.role())
+            for piece in REASONING_PIECES:
+                await response.write(stream.chunk({field: piece}))
+            for piece in OK_PIECES:
+                await response.write(stream.text(piece))
+            await response.end(stream.tail())
+        elif name in ("think_tags", "no_stream_options"):
+            await self._pieces(
+                stream, response, THINK_TAG_PIECES if name == "think_tags" else OK_PIECES
+            )
+            await response.end(stream.tail())
+
+    async def _models(self, response: _Response) -> None:
+        fake = self._fake
+        with fake._changed:
+            fake.models_requests += 1
+        await response.pause(fake.models_delay)
+        if fake.models_status != 200:
+            await response.error(fake.models_status, "No model list here", "server_error", None)
+            return
+        models = [
+            {"id": n, "object": "model", "created": 0, "owned_by": "fake"}
+            for n in fake.listed_models
+        ]
+        await response.json_response(200, {"object": "list", "data": models})
 
     @staticmethod
     async def _pieces(stream: _Stream, response: _Response, pieces: tuple[str, ...]) -> None:
@@ -724,6 +786,11 @@ class FakeUpstream:
 
     def __init__(self, *, slow_delay: float = SLOW_DELAY) -> None:
         self.slow_delay = slow_delay
+        # What GET /v1/models answers (see the module docstring).
+        self.listed_models: tuple[str, ...] = SCENARIOS
+        self.models_delay = 0.0
+        self.models_status = 200
+        self.models_requests = 0
         self.port = 0
         self._changed = threading.Condition()
         self._requests: list[RecordedRequest] = []

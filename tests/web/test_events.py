@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,11 +54,19 @@ async def test_three_clients_receive_identical_events_joining_to_the_upstream_te
         "messages": [],
         "seq": 0,
     }
+    created_at = events[2].data["created_at"]  # the message and its reply, in one write
     assert events[1].data == {
-        "message": {"id": ids["message_id"], "role": "user", "content": "hi", "status": "complete"}
+        "message": {
+            "id": ids["message_id"],
+            "role": "user",
+            "content": "hi",
+            "status": "complete",
+            "created_at": created_at,
+        }
     }
-    assert events[2].data == {"reply_id": ids["reply_id"], "model": model}
+    assert events[2].data == {"reply_id": ids["reply_id"], "model": model, "created_at": created_at}
     assert reply_text(events, ids["reply_id"]) == text
+    assert set(events[-1].data.pop("timing")) == {"first_token_ms", "tokens_per_s"}
     assert events[-1].data == {
         "reply_id": ids["reply_id"],
         "finish_reason": "stop",
@@ -135,6 +144,8 @@ async def test_stop_from_another_client_ends_the_reply_for_all_and_closes_upstre
         ends = [(await collect_until(tab, "done"))[-1] for tab in (tab1, tab2)]
 
     assert ends[0] == ends[1]
+    timing = ends[0].data.pop("timing")  # text had come: how fast it came
+    assert set(timing) == {"first_token_ms", "tokens_per_s"}
     assert ends[0].data == {"reply_id": reply_id, "finish_reason": "stopped", "usage": None}
     await fake_upstream.wait_for_disconnect_async(timeout=5)
     assert fake_upstream.client_disconnects == ["slow"]
@@ -212,7 +223,8 @@ async def test_last_event_id_comes_from_the_header_or_the_query(
         "retry: 1000\n\n"
         f"id: {events[-1].id}\nevent: done\n"
         f'data: {{"reply_id":"{ids["reply_id"]}","finish_reason":"stop",'
-        f'"usage":{{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}}}\n\n'
+        f'"usage":{{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}},'
+        f'"timing":{json.dumps(events[-1].data["timing"], separators=(",", ":"))}}}\n\n'
     )
 
 

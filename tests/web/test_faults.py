@@ -89,6 +89,13 @@ async def test_a_stream_stalled_mid_reply_replays_what_the_log_holds(
                 "role": "assistant",
                 "content": "heard ",
                 "status": "streaming",
+                "created_at": snapshot.data["messages"][0]["created_at"],
+                "model": "m",
+                "reasoning": "",
+                "finish_reason": None,
+                "usage": None,
+                "error": None,
+                "timing": None,
             }
         live = await settings_event(big_store, session_id, stream)
         lost = await log_without_publishing(redis, session_id, reply_id, "lost ")

@@ -20,11 +20,14 @@ __all__ = [
     "Event",
     "Message",
     "MessageAdded",
+    "Reasoning",
+    "ReplyError",
     "Reset",
     "SessionSettings",
     "SettingsChanged",
     "Snapshot",
     "Start",
+    "Timing",
     "Truncate",
     "Usage",
     "decode_wire",
@@ -43,17 +46,43 @@ class SessionSettings(msgspec.Struct, omit_defaults=False):
     temperature: float | None = None
 
 
-class Message(msgspec.Struct):
-    id: str
-    role: Role
-    content: str
-    status: Status
-
-
 class Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+
+class ReplyError(msgspec.Struct):
+    """Why a reply failed: the ``code`` and ``message`` of its ``error`` event."""
+
+    code: str
+    message: str
+
+
+class Timing(msgspec.Struct):
+    """How a reply streamed: milliseconds from its start to its first token (reasoning or
+    text), and completion tokens per second from then to its end."""
+
+    first_token_ms: int
+    tokens_per_s: float
+
+
+class Message(msgspec.Struct):
+    """A message of a session. ``created_at`` is RFC 3339 (UTC; null for a message saved
+    before chatrelay kept it). The fields after it belong to assistant messages only: for a
+    user message they are UNSET, which msgspec leaves out of the JSON."""
+
+    id: str
+    role: Role
+    content: str
+    status: Status
+    created_at: str | None = None
+    model: str | msgspec.UnsetType = msgspec.UNSET
+    finish_reason: str | msgspec.UnsetType | None = msgspec.UNSET
+    usage: Usage | msgspec.UnsetType | None = msgspec.UNSET
+    error: ReplyError | msgspec.UnsetType | None = msgspec.UNSET
+    reasoning: str | msgspec.UnsetType = msgspec.UNSET
+    timing: Timing | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Snapshot(msgspec.Struct):
@@ -73,10 +102,19 @@ class Start(msgspec.Struct):
     name: ClassVar[str] = "start"
     reply_id: str
     model: str
+    created_at: str | None = None
 
 
 class Delta(msgspec.Struct):
     name: ClassVar[str] = "delta"
+    reply_id: str
+    text: str
+
+
+class Reasoning(msgspec.Struct):
+    """The model's "thinking" before its answer: append ``text`` to that reply's reasoning."""
+
+    name: ClassVar[str] = "reasoning"
     reply_id: str
     text: str
 
@@ -86,6 +124,7 @@ class Done(msgspec.Struct):
     reply_id: str
     finish_reason: str
     usage: Usage | None
+    timing: Timing | None = None
 
 
 class ErrorEvent(msgspec.Struct):
@@ -115,7 +154,16 @@ class Reset(msgspec.Struct):
 
 
 Event = (
-    Snapshot | MessageAdded | Start | Delta | Done | ErrorEvent | SettingsChanged | Truncate | Reset
+    Snapshot
+    | MessageAdded
+    | Start
+    | Delta
+    | Reasoning
+    | Done
+    | ErrorEvent
+    | SettingsChanged
+    | Truncate
+    | Reset
 )
 
 _encoder = msgspec.json.Encoder()

@@ -35,6 +35,7 @@ _STOP = "stop"
 _CHANNEL = "events"
 _MESSAGE = "msg:"
 _TEXT = "text:"
+_REASONING = "reasoning:"
 SESSION_KEY_SUFFIXES = {
     "ORDER": _ORDER,
     "LOCK": _LOCK,
@@ -42,6 +43,7 @@ SESSION_KEY_SUFFIXES = {
     "CHANNEL": _CHANNEL,
     "MESSAGE": _MESSAGE,
     "TEXT": _TEXT,
+    "REASONING": _REASONING,
 }
 # Fields of a message's hash (``SessionKeys.message``) and of a session's hash
 # (``SessionKeys.session``): composed into the Lua as the key suffixes are.
@@ -55,6 +57,11 @@ HASH_FIELDS = {
     "BYTES": "bytes",
     "LOG_BYTES": "log_bytes",
     "RUN": "run",
+    # A message's: when it was added (RFC 3339), the reply's model, and how the reply ended
+    # (JSON: finish reason, usage, error, timing).
+    "CREATED": "created",
+    "MODEL": "model",
+    "ENDING": "ending",
 }
 # Fields of a log entry (``SessionKeys.log``), likewise.
 LOG_FIELDS = {"NAME": "e", "DATA": "d"}
@@ -102,9 +109,14 @@ class SessionKeys:
         return self.base + _CHANNEL
 
     def message(self, message_id: str) -> str:
-        """Hash: ``role``, ``status``."""
+        """Hash: ``role``, ``status``, ``created``; a reply's also ``model``, ``ending``."""
         return self.base + _MESSAGE + message_id
 
     def text(self, message_id: str) -> str:
         """String: the message content (APPENDed to while streaming)."""
         return self.base + _TEXT + message_id
+
+    def reasoning(self, message_id: str) -> str:
+        """String: a reply's reasoning ("thinking"), APPENDed to while streaming; absent when
+        it has none."""
+        return self.base + _REASONING + message_id

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from importlib import resources
 from typing import Any, Final, Literal, cast
@@ -40,11 +41,17 @@ from ._events import (
     Event,
     Message,
     MessageAdded,
+    Reasoning,
+    ReplyError,
+    Role,
     SessionSettings,
     SettingsChanged,
     Snapshot,
     Start,
+    Status,
+    Timing,
     Truncate,
+    Usage,
     encode_data,
 )
 from ._keys import (
@@ -123,8 +130,14 @@ class SessionFullError(RuntimeError):
         self.max_bytes = max_bytes
 
 
-# One reply's text for :meth:`SessionStore.append_deltas`: session id, reply id, text, batch.
-DeltaWrite = tuple[str, str, str, int | None]
+# One run of a reply's text for :meth:`SessionStore.append_deltas`: session id, reply id, kind
+# (``Delta.name`` for the answer, ``Reasoning.name`` for its thinking), text, batch.
+DeltaWrite = tuple[str, str, str, str, int | None]
+# The events whose text a reply's writer appends, by name.
+_TEXT_EVENTS: Final[dict[str, type[Delta | Reasoning]]] = {
+    Delta.name: Delta,
+    Reasoning.name: Reasoning,
+}
 LeaseState = Literal["kept", "stop", "lost"]
 
 
@@ -176,6 +189,31 @@ _INTERRUPTED_MESSAGE: Final = (
 _ID_SLOT: Final = "<id>"
 
 
+class _Ending(msgspec.Struct):
+    """How a reply ended, kept in its message hash for snapshots: what its ``done`` or
+    ``error`` event said."""
+
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: ReplyError | None = None
+    timing: Timing | None = None
+
+
+_ending_decoder = msgspec.json.Decoder(_Ending)
+_STILL_STREAMING: Final = _Ending()
+
+
+def _ending_of(event: Done | ErrorEvent) -> _Ending:
+    if isinstance(event, ErrorEvent):
+        return _Ending(error=ReplyError(event.code, event.message))
+    return _Ending(finish_reason=event.finish_reason, usage=event.usage, timing=event.timing)
+
+
+def utc_now() -> str:
+    """The time now in RFC 3339, UTC, to the millisecond: ``2025-01-31T12:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _around_slot(event: Event) -> tuple[bytes, bytes]:
     head, tail = encode_data(event).split(_ID_SLOT.encode())
     return head, tail
@@ -206,12 +244,15 @@ _LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
     "WIRE_SEPARATOR": WIRE_SEPARATOR,
     **{
         f"{event.name.upper()}_EVENT": event.name
-        for event in (MessageAdded, Start, Delta, ErrorEvent, SettingsChanged, Truncate)
+        for event in (MessageAdded, Start, Delta, Reasoning, ErrorEvent, SettingsChanged, Truncate)
     },
     "TRUNCATE_ALL_DATA": encode_data(Truncate(from_message_id=None)),
     "TRUNCATE_FROM_DATA": _around_slot(Truncate(from_message_id=_ID_SLOT)),
     "INTERRUPTED_DATA": _around_slot(
         ErrorEvent(reply_id=_ID_SLOT, code="interrupted", message=_INTERRUPTED_MESSAGE)
+    ),
+    "INTERRUPTED_ENDING": msgspec.json.encode(
+        _ending_of(ErrorEvent(reply_id="", code="interrupted", message=_INTERRUPTED_MESSAGE))
     ),
 }
 _LUA_HEADER: Final = "".join(
@@ -253,6 +294,35 @@ def _raise_unless_done(result: int, session_id: str) -> None:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _message(
+    message_id: bytes,
+    role: bytes,
+    status: bytes,
+    created: bytes | None,
+    model: bytes | None,
+    ending: bytes | None,
+    text: bytes,
+    reasoning: bytes,
+) -> Message:
+    """One message from what ``snapshot.lua`` returns for it."""
+    message = Message(
+        id=message_id.decode(),
+        role=cast("Role", role.decode()),
+        status=cast("Status", status.decode()),
+        content=text.decode(),
+        created_at=None if created is None else created.decode(),
+    )
+    if message.role == "assistant":
+        how = _STILL_STREAMING if ending is None else _ending_decoder.decode(ending)
+        message.model = "" if model is None else model.decode()
+        message.reasoning = reasoning.decode()
+        message.finish_reason = how.finish_reason
+        message.usage = how.usage
+        message.error = how.error
+        message.timing = how.timing
+    return message
 
 
 class SessionStore:
@@ -366,15 +436,7 @@ class SessionStore:
         if not out:
             raise SessionNotFoundError(session_id)
         seq, settings, *flat = out
-        messages = [
-            Message(
-                id=flat[i].decode(),
-                role=flat[i + 1].decode(),
-                status=flat[i + 2].decode(),
-                content=flat[i + 3].decode(),
-            )
-            for i in range(0, len(flat), 4)
-        ]
+        messages = [_message(*flat[i : i + 8]) for i in range(0, len(flat), 8)]
         return Snapshot(
             id=session_id,
             settings=_settings_decoder.decode(settings),
@@ -394,8 +456,15 @@ class SessionStore:
         streaming reply holding a lease. Returns ``(message_id, reply_id)``."""
         reply_id = new_id(12)
         message_id = new_id(12) if content is not None else None
+        created_at = utc_now()
         message = MessageAdded(
-            Message(id=message_id or "", role="user", content=content or "", status="complete")
+            Message(
+                id=message_id or "",
+                role="user",
+                content=content or "",
+                status="complete",
+                created_at=created_at,
+            )
         )
         result = await self._write(
             self._begin,
@@ -406,7 +475,9 @@ class SessionStore:
             content or "",
             encode_data(message),
             reply_id,
-            encode_data(Start(reply_id=reply_id, model=model)),
+            encode_data(Start(reply_id=reply_id, model=model, created_at=created_at)),
+            created_at,
+            model,
         )
         if result == _Outcome.NOTHING_TO_REGENERATE:
             raise NothingToRegenerateError(replace_from or "")
@@ -416,13 +487,20 @@ class SessionStore:
         return message_id, reply_id
 
     async def append_delta(
-        self, session_id: str, reply_id: str, text: str, *, batch: int | None = None
+        self,
+        session_id: str,
+        reply_id: str,
+        text: str,
+        *,
+        batch: int | None = None,
+        kind: str = Delta.name,
     ) -> bool:
-        """Append text to the streaming reply. A writer that may retry numbers its batches
-        (1, 2, … per reply): a batch number already applied is skipped, so a call retried
-        after its answer was lost never doubles text. False when the reply no longer streams
-        (then the caller should stop)."""
-        [streaming] = await self.append_deltas([(session_id, reply_id, text, batch)])
+        """Append text to the streaming reply: to its answer (a ``delta`` event), or with
+        ``kind=Reasoning.name`` to its reasoning (a ``reasoning`` event). A writer that may
+        retry numbers its batches (1, 2, … per reply, across both kinds): a batch number
+        already applied is skipped, so a call retried after its answer was lost never doubles
+        text. False when the reply no longer streams (then the caller should stop)."""
+        [streaming] = await self.append_deltas([(session_id, reply_id, kind, text, batch)])
         return streaming
 
     async def append_deltas(self, writes: Sequence[DeltaWrite]) -> list[bool]:
@@ -432,12 +510,12 @@ class SessionStore:
         Redis, not on a Redis Cluster.)"""
         keys: list[str] = []
         args: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
-        for session_id, reply_id, text, batch in writes:
+        for session_id, reply_id, kind, text, batch in writes:
             session = SessionKeys(session_id)
             keys += [session.session, session.log]
-            data = encode_data(Delta(reply_id=reply_id, text=text))
+            data = encode_data(_TEXT_EVENTS[kind](reply_id=reply_id, text=text))
             number = "" if batch is None else str(batch)
-            args += [session.base, session_id, reply_id, text, data, number]
+            args += [session.base, session_id, reply_id, kind, text, data, number]
         if not keys:
             return []
         results = await self._append_deltas(keys=[*keys, LEASES], args=args)
@@ -449,8 +527,9 @@ class SessionStore:
             status = "error"
         else:
             status = "stopped" if event.finish_reason == "stopped" else "complete"
+        ending = _encoder.encode(_ending_of(event))
         seq = await self._write(
-            self._finish, session_id, reply_id, status, event.name, encode_data(event)
+            self._finish, session_id, reply_id, status, event.name, encode_data(event), ending
         )
         return seq != _Delta.NOT_STREAMING
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
@@ -22,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
-from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot
+from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot, Timing
+from chatrelay_common._store import DeltaWrite
 from redis.exceptions import RedisError
 
 from ._metrics import (
@@ -34,7 +34,13 @@ from ._metrics import (
     time_upstream,
 )
 from ._settings import DEFAULT_FLUSH_SECONDS
-from ._upstream import Completion, UpstreamConfig, UpstreamError, stream_chat
+from ._upstream import (
+    CONTENT,
+    Completion,
+    UpstreamConfig,
+    UpstreamError,
+    stream_chat,
+)
 
 __all__ = ["Generations", "chat_body"]
 
@@ -63,7 +69,8 @@ _MESSAGES: dict[CancelReason, str] = {
 
 
 def chat_body(snapshot: Snapshot, reply_id: str) -> dict[str, Any]:
-    """The upstream request for ``reply_id``: the system prompt, then the conversation."""
+    """The upstream request for ``reply_id``: the system prompt, then the conversation (its
+    text only: a reply's reasoning is never sent back)."""
     settings = snapshot.settings
     messages: list[dict[str, str]] = []
     if settings.system:
@@ -86,10 +93,19 @@ class _Job:
     reader: asyncio.Task[Completion] | None = None
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
-    # The writer's side: text read and not yet sent, then numbered batches sent but not yet
-    # confirmed (a retry resends them unchanged, so Redis can skip one that was applied).
+    # When the reply started and its first piece of text arrived (loop time), and how many
+    # pieces came: its timing.
+    started: float = 0.0
+    first_piece_at: float | None = None
+    pieces: int = 0
+    # The writer's side: text read and not yet sent, of one kind (`unsent_kind`); runs of
+    # the other kind before it (`sealed`: reasoning, then the answer, keep their order); then
+    # numbered batches sent but not yet confirmed (a retry resends them unchanged, so Redis
+    # can skip one that was applied).
     unsent: list[str] = field(default_factory=list, repr=False)
-    unconfirmed: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    unsent_kind: str = CONTENT
+    sealed: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    unconfirmed: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     last_batch: int = 0
     failing_since: float | None = None
     # Set while the writer holds none of its text.
@@ -125,10 +141,16 @@ class _Writer:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, job: _Job, text: str) -> None:
+    def add(self, job: _Job, kind: str, text: str) -> None:
+        """Text of ``kind`` (the event that carries it: ``delta`` or ``reasoning``)."""
         if job.unwritable:  # its reader is being cancelled: nothing more can be written
             return
         TOKENS_RELAYED.inc()
+        if kind != job.unsent_kind:
+            if job.unsent:
+                job.sealed.append((job.unsent_kind, "".join(job.unsent)))
+                job.unsent.clear()
+            job.unsent_kind = kind
         job.unsent.append(text)
         job.written.clear()
         self._pending[job] = None
@@ -169,15 +191,20 @@ class _Writer:
 
     async def _flush(self) -> None:
         jobs = list(itertools.islice(self._pending, _MAX_REPLIES_PER_FLUSH))
-        writes: list[tuple[str, str, str, int | None]] = []
+        writes: list[DeltaWrite] = []
         owners: list[_Job] = []
         for job in jobs:
+            if job.sealed:
+                for kind, text in job.sealed:
+                    job.last_batch += 1
+                    job.unconfirmed.append((job.last_batch, kind, text))
+                job.sealed.clear()
             if job.unsent:
                 job.last_batch += 1
-                job.unconfirmed.append((job.last_batch, "".join(job.unsent)))
+                job.unconfirmed.append((job.last_batch, job.unsent_kind, "".join(job.unsent)))
                 job.unsent.clear()
-            for number, text in job.unconfirmed:
-                writes.append((job.session_id, job.reply_id, text, number))
+            for number, kind, text in job.unconfirmed:
+                writes.append((job.session_id, job.reply_id, kind, text, number))
                 owners.append(job)
         # A reply's budget runs from the start of its first failing call (the client's own
         # retries inside one call take a while).
@@ -198,7 +225,7 @@ class _Writer:
             if not still_streaming:
                 self._drop(job, "lost")
         for job in jobs:
-            if not job.unsent:
+            if not job.unsent and not job.sealed:
                 self._release(job)
 
     def _give_up_on_late(self, next_try: float, error: Exception) -> None:
@@ -212,6 +239,7 @@ class _Writer:
     def _drop(self, job: _Job, reason: CancelReason) -> None:
         job.cancel(reason)
         job.unsent.clear()
+        job.sealed.clear()
         job.unconfirmed.clear()
         self._release(job)
 
@@ -241,7 +269,7 @@ class Generations:
     def start(self, session_id: str, reply_id: str) -> asyncio.Task[None]:
         """Run the reply in the background: it goes on when every tab has closed. The task
         is done once the reply has ended, whatever the outcome."""
-        job = _Job(session_id, reply_id)
+        job = _Job(session_id, reply_id, started=asyncio.get_running_loop().time())
         self._jobs[session_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"reply {reply_id}")
         if self._keepalive is None or self._keepalive.done():  # first use, or after aclose
@@ -313,14 +341,7 @@ class Generations:
 
     async def _generate(self, job: _Job) -> Done | ErrorEvent:
         snapshot = await self._store.snapshot(job.session_id)
-        job.reader = asyncio.create_task(
-            stream_chat(
-                self._client,
-                self._config,
-                chat_body(snapshot, job.reply_id),
-                functools.partial(self._writer.add, job),
-            )
-        )
+        job.reader = asyncio.create_task(self._read(job, chat_body(snapshot, job.reply_id)))
         time_upstream(job.reader)
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
@@ -333,6 +354,20 @@ class Generations:
             job.reader.cancel()
             await asyncio.wait([job.reader])
         return self._outcome(job, job.reader)
+
+    async def _read(self, job: _Job, body: dict[str, Any]) -> Completion:
+        """The reply's upstream answer, each piece handed to the writer as it arrives."""
+        loop = asyncio.get_running_loop()
+        add = self._writer.add
+        async with contextlib.aclosing(stream_chat(self._client, self._config, body)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, Completion):
+                    return piece
+                if job.first_piece_at is None:
+                    job.first_piece_at = loop.time()
+                job.pieces += 1
+                add(job, *piece)
+        raise AssertionError("stream_chat ends with its Completion")
 
     async def _keep_leases(self) -> None:
         """Extend the lease of every running reply of this gateway, in one Redis call for
@@ -358,14 +393,16 @@ class Generations:
         if reason in ("unwritable", "lost") or (reader.cancelled() and reason != "stopped"):
             return ErrorEvent(job.reply_id, "interrupted", _MESSAGES[reason or "shutdown"])
         if reader.cancelled():
-            return Done(job.reply_id, "stopped", None)
+            return Done(job.reply_id, "stopped", None, _timing(job, None))
         error = reader.exception()
         if isinstance(error, UpstreamError):
             return ErrorEvent(job.reply_id, error.code, error.message)
         if error is not None:
             raise error
         completion = reader.result()
-        return Done(job.reply_id, completion.finish_reason, completion.usage)
+        return Done(
+            job.reply_id, completion.finish_reason, completion.usage, _timing(job, completion)
+        )
 
     async def _finish(self, job: _Job, event: Done | ErrorEvent) -> None:
         """Write the reply's end, retrying for about a lease while Redis is away. (Written
@@ -392,3 +429,19 @@ class Generations:
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _timing(job: _Job, completion: Completion | None) -> Timing | None:
+    """How the reply streamed: None when no text came. Tokens are the upstream's count of
+    completion tokens when it gave one, else the pieces received (about one token each)."""
+    if job.first_piece_at is None:
+        return None
+    now = asyncio.get_running_loop().time()
+    usage = completion.usage if completion is not None else None
+    tokens = (usage.completion_tokens if usage is not None else 0) or job.pieces
+    # A lone piece ends as it begins: its rate counts a millisecond at least.
+    seconds = max(now - job.first_piece_at, 0.001)
+    return Timing(
+        first_token_ms=round((job.first_piece_at - job.started) * 1000),
+        tokens_per_s=round(tokens / seconds, 1),
+    )

@@ -1,6 +1,8 @@
 """Streams a chat completion from an OpenAI-compatible server.
 
-Everything a real server does ends in either a :class:`Completion` or an
+:func:`stream_chat` yields the answer's pieces as they arrive, each ``(kind, text)`` with
+``kind`` the event that carries it (``delta`` for the answer, ``reasoning`` for the model's
+thinking), and a :class:`Completion` last. Anything else a real server does ends in an
 :class:`UpstreamError` whose ``code`` and ``message`` are safe to show to every tab (the API
 key is scrubbed from them).
 """
@@ -10,18 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import msgspec
-from chatrelay_common import Usage
+from chatrelay_common import Delta, Reasoning, Usage
 
-__all__ = ["Completion", "UpstreamConfig", "UpstreamError", "stream_chat"]
+from ._settings import GatewaySettings
+
+__all__ = [
+    "CONTENT",
+    "REASONING",
+    "Completion",
+    "Piece",
+    "UpstreamConfig",
+    "UpstreamError",
+    "stream_chat",
+]
+
+# What a piece of text is: the name of the event that carries it.
+CONTENT: Final = Delta.name
+REASONING: Final = Reasoning.name
+Piece = tuple[str, str]
 
 _ERROR_BODY_LIMIT = 64 * 1024
-_WHOLE_ANSWER_LIMIT = 8 * 1024 * 1024
 _EVENT_STREAM = "text/event-stream"
 _KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{4,}")
 
@@ -43,15 +59,33 @@ class TokenCapName:
             self._names[str(model)] = other
 
 
+def _default(name: str) -> Any:
+    """A setting's default: the settings class is its one source."""
+    return GatewaySettings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     base_url: str
     api_key: str | None = field(repr=False)  # never in a log line
-    first_byte_timeout: float = 60.0
+    first_byte_timeout: float = _default("first_byte_timeout")
     max_tokens: int | None = None
-    max_reply_bytes: int = 8 * 1024 * 1024
-    max_reply_seconds: float = 600.0
+    max_reply_bytes: int = _default("max_reply_bytes")
+    max_reply_seconds: float = _default("max_reply_seconds")
     token_cap_name: TokenCapName = field(default_factory=TokenCapName, repr=False, compare=False)
+    # Models whose server refused ``stream_options`` (some proxies): asked without it since.
+    without_stream_options: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> UpstreamConfig:
+        return cls(
+            base_url=settings.upstream_base_url,
+            api_key=settings.api_key,
+            first_byte_timeout=settings.first_byte_timeout,
+            max_tokens=settings.max_tokens,
+            max_reply_bytes=settings.max_reply_bytes,
+            max_reply_seconds=settings.max_reply_seconds,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +141,17 @@ def _error_object(error: object) -> UpstreamError:
 
 class _Delta(msgspec.Struct):
     content: str | None = None
+    # The model's thinking, by either name servers use for it. Loose: a server's odd value
+    # here must not cost the user the answer.
+    reasoning_content: Any = None
+    reasoning: Any = None
+
+    def thought(self) -> str | None:
+        """Its reasoning text, if any (one field only: some servers fill both alike)."""
+        for value in (self.reasoning_content, self.reasoning):
+            if isinstance(value, str) and value:
+                return value
+        return None
 
 
 class _Choice(msgspec.Struct):
@@ -160,23 +205,27 @@ def _usage_of(chunk: _Chunk) -> Usage | None:
 
 
 async def stream_chat(
-    client: httpx.AsyncClient,
-    config: UpstreamConfig,
-    body: dict[str, Any],
-    on_text: Callable[[str], None],
-) -> Completion:
-    """POST ``/chat/completions`` with ``stream: true`` and call ``on_text`` for each piece of
-    text as it arrives. The client's timeouts bound connect and idle reads;
-    ``first_byte_timeout`` bounds the wait for the response head, ``max_reply_seconds`` the
-    whole answer and ``max_reply_bytes`` what it may send."""
+    client: httpx.AsyncClient, config: UpstreamConfig, body: dict[str, Any]
+) -> AsyncGenerator[Piece | Completion, None]:
+    """POST ``/chat/completions`` with ``stream: true``; yield each piece of the answer as it
+    arrives, then its :class:`Completion`. The client's timeouts bound connect and idle
+    reads; ``first_byte_timeout`` bounds the wait for the response head, ``max_reply_seconds``
+    the whole answer and ``max_reply_bytes`` what it may send.
+
+    The whole-answer timeout cancels the task iterating, so that task must await nothing
+    else while it iterates (between pieces it may only do quick work). Close the generator
+    (``contextlib.aclosing``) to end the request early."""
     try:
         async with asyncio.timeout(config.max_reply_seconds):
-            try:
-                return await _stream(client, config, body, on_text)
-            except _TokenCapRefusedError as refused:
-                # Nothing was streamed yet: ask once more with the other name.
-                config.token_cap_name.switch(body.get("model"), refused.name)
-                return await _stream(client, config, body, on_text, retry=False)
+            # A refused parameter is dropped and the request sent again at once (nothing
+            # was streamed yet): once for each of the two a server may refuse.
+            for attempt in range(3):
+                try:
+                    async for piece in _stream(client, config, body, retry=attempt < 2):
+                        yield piece
+                    return
+                except _RefusedError as refused:
+                    _remember_refusal(config, body.get("model"), refused.parameter)
     except TimeoutError:
         scrubbed = UpstreamError(
             "upstream_timeout",
@@ -189,31 +238,52 @@ async def stream_chat(
     raise scrubbed
 
 
-class _TokenCapRefusedError(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
+class _RefusedError(Exception):
+    """The upstream refused one parameter of the request (``parameter``)."""
+
+    def __init__(self, parameter: str) -> None:
+        super().__init__(parameter)
+        self.parameter = parameter
 
 
-def _refuses_token_cap(status: int, body: bytes, name: str) -> bool:
-    """OpenAI: 400 "Unsupported parameter: 'max_tokens' is not supported with this model.
-    Use 'max_completion_tokens' instead." (and the same the other way round)."""
+_STREAM_OPTIONS: Final = "stream_options"
+
+
+def _refused_parameter(status: int, body: bytes, payload: dict[str, Any], cap_name: str) -> str:
+    """Which parameter a 400 refuses, or "". OpenAI: "Unsupported parameter: 'max_tokens' is
+    not supported with this model. Use 'max_completion_tokens' instead." (and the reverse);
+    proxies without ``stream_options`` (usage in the stream): "Unrecognized request argument
+    supplied: stream_options" and the like."""
+    if status != 400:
+        return ""
     text = body.decode(errors="replace")
-    return status == 400 and f"'{name}'" in text and "nsupported parameter" in text
+    if cap_name in payload and f"'{cap_name}'" in text and "nsupported parameter" in text:
+        return cap_name
+    if _STREAM_OPTIONS in payload and _STREAM_OPTIONS in text:
+        return _STREAM_OPTIONS
+    return ""
+
+
+def _remember_refusal(config: UpstreamConfig, model: object, parameter: str) -> None:
+    if parameter == _STREAM_OPTIONS:
+        config.without_stream_options.add(str(model))
+    else:
+        config.token_cap_name.switch(model, parameter)
 
 
 async def _stream(
     client: httpx.AsyncClient,
     config: UpstreamConfig,
     body: dict[str, Any],
-    on_text: Callable[[str], None],
     *,
-    retry: bool = True,
-) -> Completion:
+    retry: bool,
+) -> AsyncIterator[Piece | Completion]:
     headers = {"Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
-    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    payload = {**body, "stream": True}
+    if str(body.get("model")) not in config.without_stream_options:
+        payload[_STREAM_OPTIONS] = {"include_usage": True}
     cap_name = config.token_cap_name.of(body.get("model"))
     if config.max_tokens is not None:
         payload[cap_name] = config.max_tokens
@@ -236,14 +306,12 @@ async def _stream(
     try:
         if response.status_code >= 400:
             error_body = await _read_limited(response)
-            if (
-                retry
-                and config.max_tokens is not None
-                and _refuses_token_cap(response.status_code, error_body, cap_name)
-            ):
-                raise _TokenCapRefusedError(cap_name)
+            refused = _refused_parameter(response.status_code, error_body, payload, cap_name)
+            if retry and refused:
+                raise _RefusedError(refused)
             raise _status_error(response, error_body)
-        return await _read_events(response, on_text)
+        async for piece in _read_events(response, config.max_reply_bytes):
+            yield piece
     except httpx.TimeoutException:
         raise UpstreamError(
             "upstream_timeout",
@@ -291,17 +359,23 @@ async def _read_limited(response: httpx.Response, limit: int = _ERROR_BODY_LIMIT
     return body
 
 
-async def _read_events(response: httpx.Response, on_text: Callable[[str], None]) -> Completion:
+async def _read_events(
+    response: httpx.Response, whole_answer_limit: int
+) -> AsyncIterator[Piece | Completion]:
     content_type = response.headers.get("content-type", "")
     if "application/json" in content_type:
         # A server that ignores `stream: true` answers with one whole completion.
-        whole = _decode_chunk(await _read_limited(response, _WHOLE_ANSWER_LIMIT))
+        whole = _decode_chunk(await _read_limited(response, whole_answer_limit))
         if whole.error is not None:
             raise _error_object(whole.error)
         choice = (whole.choices or [_Choice()])[0]
-        if choice.message is not None and choice.message.content:
-            on_text(choice.message.content)
-        return Completion(choice.finish_reason or "stop", _usage_of(whole))
+        if choice.message is not None:
+            if thought := choice.message.thought():
+                yield REASONING, thought
+            for piece in _ThinkTags().pieces(choice.message.content or "", end=True):
+                yield piece
+        yield Completion(choice.finish_reason or "stop", _usage_of(whole))
+        return
 
     if _EVENT_STREAM not in content_type.partition(";")[0]:
         raise UpstreamError(
@@ -310,24 +384,107 @@ async def _read_events(response: httpx.Response, on_text: Callable[[str], None])
         )
     finish_reason: str | None = None
     usage: Usage | None = None
+    think: _ThinkTags | None = _ThinkTags()
     async for data in _event_data(response):
         if data == b"[DONE]":
-            return Completion(finish_reason or "stop", usage)
+            break
         chunk = _decode_chunk(data)
         if chunk.error is not None:
             raise _error_object(chunk.error)
         choices = chunk.choices or []
-        if choices and choices[0].delta is not None and choices[0].delta.content:
-            on_text(choices[0].delta.content)
+        if choices and (delta := choices[0].delta) is not None:
+            # Checked first: most chunks carry no reasoning field at all.
+            has_reasoning = delta.reasoning_content is not None or delta.reasoning is not None
+            if has_reasoning and (thought := delta.thought()):
+                yield REASONING, thought
+            if delta.content:
+                if think is None:  # the usual path: plain text
+                    yield CONTENT, delta.content
+                else:
+                    for piece in think.pieces(delta.content):
+                        yield piece
+                    if think.settled:
+                        think = None
         for choice in choices:
             finish_reason = choice.finish_reason or finish_reason
         usage = _usage_of(chunk) or usage
-    if finish_reason is not None:
+    else:
+        if finish_reason is None:
+            raise UpstreamError(
+                "upstream_incomplete",
+                "The upstream ended the answer early; the partial answer is kept",
+            )
         # Some servers close right after the final chunk without sending [DONE].
-        return Completion(finish_reason, usage)
-    raise UpstreamError(
-        "upstream_incomplete", "The upstream ended the answer early; the partial answer is kept"
-    )
+    if think is not None:
+        for piece in think.pieces("", end=True):
+            yield piece
+    yield Completion(finish_reason or "stop", usage)
+
+
+_OPEN_TAG: Final = "<think>"
+_CLOSE_TAG: Final = "</think>"
+
+
+class _ThinkTags:
+    """Reasoning inside the answer's text: an answer that begins with ``<think>…</think>``
+    (DeepSeek-R1 and its distills behind a server without a reasoning parser) thinks inside
+    the tags. Either tag may be cut across chunks at any point, so text that may be the start
+    of one is held back until the next chunk tells. Only the beginning of an answer is
+    looked at: "<think>" later on is text."""
+
+    __slots__ = ("_held", "_state")
+
+    def __init__(self) -> None:
+        self._state = "opening"  # then "thinking", "closing" (after </think>), "settled"
+        self._held = ""
+
+    @property
+    def settled(self) -> bool:
+        """Whether the rest of the answer is plain text (nothing more to look for)."""
+        return self._state == "settled"
+
+    def pieces(self, text: str, *, end: bool = False) -> list[Piece]:
+        """The pieces ``text`` makes, given what came before; ``end``: nothing follows, so
+        release whatever is held."""
+        text, self._held = self._held + text, ""
+        out: list[Piece] = []
+        if self._state == "opening":
+            start = text.lstrip()
+            if start.startswith(_OPEN_TAG):
+                self._state, text = "thinking", start[len(_OPEN_TAG) :]
+            elif _OPEN_TAG.startswith(start) and not end:  # maybe the tag, cut short
+                self._held = text
+                return out
+            else:
+                self._state = "settled"
+        if self._state == "thinking":
+            close = text.find(_CLOSE_TAG)
+            if close < 0:
+                kept = 0 if end else _tag_start_at_end(text, _CLOSE_TAG)
+                thought, self._held = text[: len(text) - kept], text[len(text) - kept :]
+                if thought:
+                    out.append((REASONING, thought))
+                return out
+            if close:
+                out.append((REASONING, text[:close]))
+            self._state, text = "closing", text[close + len(_CLOSE_TAG) :]
+        if self._state == "closing":
+            # The blank lines between the thinking and the answer are neither.
+            text = text.lstrip()
+            if not text:
+                return out
+            self._state = "settled"
+        if text:
+            out.append((CONTENT, text))
+        return out
+
+
+def _tag_start_at_end(text: str, tag: str) -> int:
+    """The length of the longest end of ``text`` that is a start of ``tag``."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:size]):
+            return size
+    return 0
 
 
 async def _event_data(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -50,14 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def generations_lifespan(app: Litestar) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.idle_timeout, connect=settings.connect_timeout)
-        config = UpstreamConfig(
-            base_url=settings.upstream_base_url,
-            api_key=settings.api_key,
-            first_byte_timeout=settings.first_byte_timeout,
-            max_tokens=settings.max_tokens,
-            max_reply_bytes=settings.max_reply_bytes,
-            max_reply_seconds=settings.max_reply_seconds,
-        )
+        config = UpstreamConfig.from_settings(settings)
         # At most one idle keep-alive connection per reply slot.
         client = upstream_client(settings.upstream_base_url, timeout, max_idle=settings.max_replies)
         async with client:

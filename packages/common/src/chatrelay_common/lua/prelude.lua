@@ -68,6 +68,7 @@ local function touch_all()
   for _, id in ipairs(redis.call('LRANGE', base .. KEY_ORDER, 0, -1)) do
     redis.call('EXPIRE', base .. KEY_MESSAGE .. id, ttl)
     redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
+    redis.call('EXPIRE', base .. KEY_REASONING .. id, ttl)
   end
 end
 -- The cheap form for a delta: only the keys it writes (the others were touched at its start),
@@ -80,10 +81,13 @@ local function touch_reply(id)
   redis.call('EXPIRE', base .. KEY_ORDER, ttl)
   redis.call('EXPIRE', base .. KEY_MESSAGE .. id, ttl)
   redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
+  redis.call('EXPIRE', base .. KEY_REASONING .. id, ttl)
 end
-local function add_message(id, role, status, content)
+local function add_message(id, role, status, content, created)
   redis.call('RPUSH', base .. KEY_ORDER, id)
-  redis.call('HSET', base .. KEY_MESSAGE .. id, FIELD_ROLE, role, FIELD_STATUS, status)
+  redis.call(
+    'HSET', base .. KEY_MESSAGE .. id, FIELD_ROLE, role, FIELD_STATUS, status, FIELD_CREATED, created
+  )
   redis.call('SET', base .. KEY_TEXT .. id, content)
   redis.call('HINCRBY', session_key, FIELD_BYTES, #content)
 end
@@ -97,8 +101,9 @@ local function truncate(from)
   if at == nil then return from == '' end
   local freed = 0
   for i = at, #ids do
-    freed = freed + redis.call('STRLEN', base .. KEY_TEXT .. ids[i])
-    redis.call('DEL', base .. KEY_MESSAGE .. ids[i], base .. KEY_TEXT .. ids[i])
+    local text, reasoning = base .. KEY_TEXT .. ids[i], base .. KEY_REASONING .. ids[i]
+    freed = freed + redis.call('STRLEN', text) + redis.call('STRLEN', reasoning)
+    redis.call('DEL', base .. KEY_MESSAGE .. ids[i], text, reasoning)
   end
   if freed > 0 then redis.call('HINCRBY', session_key, FIELD_BYTES, -freed) end
   if at == 1 then
@@ -115,7 +120,9 @@ local function truncate(from)
 end
 -- Ends a reply whose gateway stopped refreshing its lease; its partial text is kept.
 local function close_orphan(reply)
-  redis.call('HSET', base .. KEY_MESSAGE .. reply, FIELD_STATUS, 'error')
+  redis.call(
+    'HSET', base .. KEY_MESSAGE .. reply, FIELD_STATUS, 'error', FIELD_ENDING, INTERRUPTED_ENDING
+  )
   redis.call('HDEL', session_key, FIELD_STREAMING)
   redis.call('DEL', base .. KEY_STOP)
   redis.call('ZREM', leases_key, sid)
