@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,19 @@ __all__ = [
     "edge_values",
     "find_tool",
     "free_port",
+    "gone",
     "running_nginx",
     "wait_for_port",
 ]
+
+
+def gone(pid: int) -> bool:
+    """No process has this pid any more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _installed(name: str) -> str:

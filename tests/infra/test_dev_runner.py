@@ -32,7 +32,7 @@ from chatrelay_web._settings import WebSettings
 
 from scripts import dev
 from scripts.processes import find_tool
-from tests.infra.conftest import free_port
+from tests.infra.conftest import free_port, gone
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_DEPS = ROOT / "scripts" / "system-deps.sh"
@@ -271,14 +271,6 @@ class Run:
     def pids(self) -> dict[str, int]:
         found = (re.search(r"started (\w+) \(pid (\d+)\)", line) for _, line in self.lines)
         return {m.group(1): int(m.group(2)) for m in found if m}
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ start and stop everything with: real processes, real signals."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from scripts.processes import (
     start_redis,
     wait_until,
 )
+from tests.infra.conftest import gone
 
 ROOT = Path(__file__).resolve().parents[2]
 # Ignores SIGTERM, says so, then sleeps: only SIGKILL stops it.
@@ -29,14 +29,6 @@ STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "print('ignoring SIGTERM', flush=True); time.sleep(60)"
 )
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_stop_is_graceful_and_the_log_keeps_the_output(tmp_path: Path) -> None:
