@@ -406,3 +406,36 @@ def test_a_proxied_upstream_keeps_httpx_transport(
         ]
 
     run(scenario())
+
+
+def test_a_connection_paused_for_a_lagging_reader_carries_the_next_request(
+    run: Callable[..., None],
+) -> None:
+    """A big answer fills the buffer (reading pauses) and ends unread: the connection goes
+    back to the pool, and must read again for the next request."""
+
+    async def scenario() -> None:
+        big = b"x" * (300 * 1024)
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            for answer in (big, b"next"):
+                await _read_request(reader)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+            await reader.read()
+
+        async with (
+            _Server(handler).running() as server,
+            httpx.AsyncClient(
+                transport=UpstreamTransport(), timeout=httpx.Timeout(5.0, read=2.0)
+            ) as client,
+        ):
+            url = f"http://127.0.0.1:{server.port}/"
+            async with client.stream("POST", url) as response:
+                assert response.status_code == 200
+                await asyncio.sleep(0.3)  # all of it arrives; none of it is read
+            assert await _post(client, url) == [b"next"]
+            assert server.connections == 1
+
+    run(scenario())

@@ -123,8 +123,10 @@ class _Connection(asyncio.Protocol):
     # --- used by the transport
 
     def send(self, request: bytes) -> None:
-        self._reset()
         assert self._transport is not None
+        if self._paused:  # the last response ended while its reader lagged behind
+            self._transport.resume_reading()
+        self._reset()
         self._transport.write(request)
 
     def abort(self) -> None:
