@@ -12,6 +12,7 @@ from litestar.exceptions import NotFoundException
 from ._generation import Generations
 from ._limits import ReplySlots
 from ._login import login_required
+from ._models import ModelCatalog
 from ._schemas import (
     BeganReply,
     CreatedSession,
@@ -51,9 +52,10 @@ class ModelsController(Controller):
     guards = (login_required,)
 
     @get("/", responses=error_responses())
-    async def list_models(self, default_model: str, allowed_models: tuple[str, ...]) -> ModelList:
-        """The models a session may use, and the one it gets by default."""
-        return ModelList(models=list(allowed_models), default=default_model)
+    async def list_models(self, default_model: str, model_catalog: ModelCatalog) -> ModelList:
+        """The models a session may use (those the upstream serves, when it says), and the
+        one it gets by default."""
+        return ModelList(models=list(await model_catalog.models()), default=default_model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,12 @@ class GatewaySettings(ServiceSettings):
     )
     # Seconds between the demo model's tokens: a human reading pace.
     demo_token_delay: float = Field(default=0.04, ge=0, validation_alias="GATEWAY_DEMO_TOKEN_DELAY")
+    # GET /api/models: how long the upstream's model list is kept, and how long a fetch of it
+    # may take before the allowlist alone is offered.
+    models_cache_seconds: float = Field(
+        default=300.0, ge=0, validation_alias="GATEWAY_MODELS_CACHE_SECONDS"
+    )
+    models_timeout: float = Field(default=2.0, gt=0, validation_alias="GATEWAY_MODELS_TIMEOUT")
     # Text of every running reply that arrives within one tick goes to Redis in one call.
     flush_seconds: float = Field(
         default=DEFAULT_FLUSH_SECONDS, gt=0, le=1, validation_alias="GATEWAY_FLUSH_SECONDS"

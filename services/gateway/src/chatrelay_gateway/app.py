@@ -32,6 +32,7 @@ from ._errors import exception_handlers
 from ._generation import Generations
 from ._limits import ReplySlots
 from ._login import LoginController
+from ._models import ModelCatalog
 from ._schemas import GatewayRequest
 from ._settings import GatewaySettings
 from ._transport import upstream_client
@@ -58,6 +59,14 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 app.state.store, client, config, flush_seconds=settings.flush_seconds
             )
             app.state.generations = generations
+            app.state.model_catalog = ModelCatalog(
+                client,
+                config,
+                settings.allowed_models,
+                cache_seconds=settings.models_cache_seconds,
+                timeout=settings.models_timeout,
+                ask_upstream=not settings.demo,
+            )
             listener = asyncio.create_task(generations.listen_for_stops())
             reaper = asyncio.create_task(generations.reap_lapsed())
             try:
@@ -87,6 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         dependencies={
             "store": from_state("store"),
             "generations": from_state("generations"),
+            "model_catalog": from_state("model_catalog"),
             "default_model": provide_value(settings.default_model),
             "allowed_models": from_state("allowed_models"),
         },
