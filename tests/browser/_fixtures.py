@@ -4,12 +4,12 @@ them when playwright is missing)."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
+from scripts.processes import find_tool
 from tests.browser.browsing import CHROMIUM, CHROMIUM_ARGS, SITE_PASSWORD, Contexts, Watch
 from tests.browser.stack import Stack, run_stack
 
@@ -21,7 +21,7 @@ expect.set_options(timeout=15_000)
 
 @pytest.fixture(scope="session")
 def stack(redis_server_url: str) -> Iterator[Stack]:
-    if shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None:
+    if find_tool("nginx") is None:
         pytest.fail("nginx is not installed: run `make browser-deps`")
     with run_stack(redis_server_url, name="main") as running:
         yield running
