@@ -67,19 +67,24 @@ def assert_ids_consecutive(events: list[Event]) -> None:
     assert ids == list(range(ids[0] or 0, (ids[0] or 0) + len(ids))), ids
 
 
-@pytest.mark.parametrize("resumed", [False, True], ids=["from-snapshot", "resumed-up-to-date"])
+@pytest.mark.parametrize(
+    ("resumed", "kind"),
+    [(False, "delta"), (True, "delta"), (True, "reasoning")],
+    ids=["from-snapshot", "resumed-up-to-date", "resumed-after-reasoning"],
+)
 async def test_a_stream_stalled_mid_reply_replays_what_the_log_holds(
     client: httpx.AsyncClient,
     stalling_web: Service,
     big_store: SessionStore,
     redis: Redis,
     resumed: bool,
+    kind: str,
 ) -> None:
     session_id = await big_store.create(SessionSettings(model="m"))
     _, reply_id = await big_store.begin_reply(session_id, model="m", content="hi")
-    await big_store.append_delta(session_id, reply_id, "heard ")
-    # Fresh: the snapshot shows the reply streaming. Resumed at the newest event (a delta):
-    # nothing to replay, and that event says a reply streams.
+    await big_store.append_delta(session_id, reply_id, "heard ", kind=kind)
+    # Fresh: the snapshot shows the reply streaming. Resumed at the newest event (a delta or
+    # reasoning): nothing to replay, and that event says a reply streams.
     last_event_id = await big_store.last_seq(session_id) if resumed else None
     async with open_events(client, stalling_web.url, session_id, last_event_id) as stream:
         if not resumed:

@@ -12,6 +12,7 @@ from chatrelay_common import (
     Delta,
     Done,
     ErrorEvent,
+    Reasoning,
     Reset,
     SessionKeys,
     SessionNotFoundError,
@@ -45,7 +46,13 @@ _HEADERS = [
 ]
 
 
-_IN_FLIGHT_AFTER = {Start.name: True, Delta.name: True, Done.name: False, ErrorEvent.name: False}
+_IN_FLIGHT_AFTER = {
+    Start.name: True,
+    Reasoning.name: True,
+    Delta.name: True,
+    Done.name: False,
+    ErrorEvent.name: False,
+}
 
 
 def _in_flight_after(name: str, in_flight: bool) -> bool:
