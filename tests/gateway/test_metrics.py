@@ -22,6 +22,8 @@ RUNNING = "chatrelay_gateway_replies_running"
 FINISHED = "chatrelay_gateway_replies_finished_total"
 ERRORS = "chatrelay_gateway_reply_errors_total"
 UPSTREAM_COUNT = "chatrelay_gateway_upstream_seconds_count"
+FIRST_TOKEN_COUNT = "chatrelay_gateway_first_token_seconds_count"
+FIRST_TOKEN_SUM = "chatrelay_gateway_first_token_seconds_sum"
 WRITES_COUNT = "chatrelay_gateway_redis_write_seconds_count"
 WRITES_SUM = "chatrelay_gateway_redis_write_seconds_sum"
 OUTCOMES = ("done", "length", "stopped", "error", "interrupted")
@@ -70,6 +72,11 @@ async def test_a_reply_moves_every_counter_by_exactly_its_share(
     assert _outcomes(after, before) == {**dict.fromkeys(OUTCOMES, 0), "done": 1}
     assert after.value(RUNNING) == before.value(RUNNING) == 0
     assert after.value(UPSTREAM_COUNT) - before.value(UPSTREAM_COUNT) == 1
+    # The time to first token is the one the reply's timing shows.
+    assert after.value(FIRST_TOKEN_COUNT) - before.value(FIRST_TOKEN_COUNT) == 1
+    first_token = after.value(FIRST_TOKEN_SUM) - before.value(FIRST_TOKEN_SUM)
+    reply = (await client.get(f"{url}/api/sessions/{session_id}")).json()["messages"][-1]
+    assert abs(first_token * 1000 - reply["timing"]["first_token_ms"]) <= 1
     # Redis writes are timed per batched call, not per token: the first piece goes at once,
     # the rest of this quick answer together on the next tick.
     writes = after.value(WRITES_COUNT) - before.value(WRITES_COUNT)
@@ -118,6 +125,7 @@ async def test_an_upstream_error_counts_error_by_its_code(
     code = "upstream_rate_limited"
     assert after.value(ERRORS, code=code) - before.value(ERRORS, code=code) == 1
     assert after.value(TOKENS) == before.value(TOKENS)
+    assert after.value(FIRST_TOKEN_COUNT) == before.value(FIRST_TOKEN_COUNT)
     assert after.value(UPSTREAM_COUNT) - before.value(UPSTREAM_COUNT) == 1
 
 

@@ -26,6 +26,7 @@ from chatrelay_common._store import DeltaWrite
 from redis.exceptions import RedisError
 
 from ._metrics import (
+    FIRST_TOKEN_SECONDS,
     REPLIES_RUNNING,
     TOKENS_RELAYED,
     observe_redis_write,
@@ -365,6 +366,7 @@ class Generations:
                     return piece
                 if job.first_piece_at is None:
                     job.first_piece_at = loop.time()
+                    FIRST_TOKEN_SECONDS.observe(job.first_piece_at - job.started)
                 job.pieces += 1
                 add(job, *piece)
         raise AssertionError("stream_chat ends with its Completion")
