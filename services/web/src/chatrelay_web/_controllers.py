@@ -21,7 +21,7 @@ from litestar.exceptions import (
     ServiceUnavailableException,
 )
 from litestar.response import File, Redirect
-from litestar.types import HTTPScope, Receive, Send
+from litestar.types import HTTPScope, Send
 from redis.exceptions import RedisError
 
 from ._events import EventStream, StreamTiming
@@ -29,7 +29,7 @@ from ._fanout import Fanout
 from ._settings import WebSettings
 from ._wire_module import WIRE_MODULE
 
-__all__ = ["PageController", "events_session_id", "serve_events"]
+__all__ = ["PageController", "events_session_id", "open_events"]
 
 logger = logging.getLogger("chatrelay")
 
@@ -116,8 +116,7 @@ async def _open_events(
     fanout: Fanout = state.fanout
     if not fanout.connected:
         raise unavailable
-    settings: WebSettings = state.settings
-    timing = StreamTiming(settings.heartbeat_seconds, settings.stall_seconds)
+    timing: StreamTiming = state.stream_timing
     return EventStream(store, fanout, session_id, after, timing, opening)
 
 
@@ -128,13 +127,15 @@ async def _answer(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def serve_events(
-    state: State, scope: HTTPScope, receive: Receive, send: Send, session_id: str
-) -> None:
+async def open_events(
+    state: State, scope: HTTPScope, send: Send, session_id: str
+) -> EventStream | None:
     """``GET /api/sessions/{session_id}/events`` as a bare ASGI endpoint, in front of
     Litestar's router: thousands of these stay open for hours, and Litestar's request,
     middleware and handler frames (several KiB each) would stay alive with every one; its
     per-request setup was also most of the loop's stall while thousands connect at once.
+    Returns the stream to run once its checks pass, else answers the error and returns None
+    (the caller awaits the stream itself: one frame fewer alive per open stream).
 
     At most ``WEB_MAX_OPENING_STREAMS`` streams run their checks (and, later, their first
     read) at once; the rest wait their turn. A burst of thousands of tabs then costs a few
@@ -143,15 +144,13 @@ async def serve_events(
     opening: asyncio.Semaphore = state.opening
     try:
         async with opening:
-            stream = await _open_events(state, scope, session_id, opening)
+            return await _open_events(state, scope, session_id, opening)
     except HTTPException as exc:
         await _answer(send, exc.status_code, exc.detail)
-        return
     except Exception:
         logger.exception("unhandled error opening the events of a session")
         await _answer(send, 500, "Internal server error")
-        return
-    await stream(scope, receive, send)
+    return None
 
 
 class PageController(Controller):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from ._fanout import Fanout, FanoutUnavailableError, LiveEvent, Subscriber
 from ._metrics import RESETS, RESUMES, SSE_CONNECTIONS
 
-__all__ = ["EventStream", "StreamTiming", "stream_session"]
+__all__ = ["EventStream", "StreamTiming"]
 
 HEARTBEAT = b": ping\n\n"
 # Reconnect after 1 s rather than the browser's default of about 3 s.
@@ -114,49 +114,42 @@ class StreamTiming:
     stall_seconds: float
 
 
-Write = Callable[[bytes], Awaitable[None]]
-
-
-async def stream_session(
-    store: SessionStore,
-    fanout: Fanout,
-    session_id: str,
-    last_event_id: int | None,
-    timing: StreamTiming,
-    gone: asyncio.Future[None],
-    write: Write,
-    opening: asyncio.Semaphore,
-) -> None:
-    """Subscribe first, then write the snapshot (or the log after ``last_event_id``), then
-    live events, skipping any the client already has. When Redis fails the stream just ends:
-    the browser reconnects with ``Last-Event-ID`` and resumes without a gap. It also ends
-    once ``gone`` (the client disconnected) is done."""
-    try:
-        async with fanout.subscribe(SessionKeys(session_id).channel) as subscriber:
-            gone.add_done_callback(subscriber.close)
-            try:
-                live = _Live(store, session_id, subscriber, write)
-                await live.open(last_event_id, opening)
-                await live.run(timing)
-            finally:
-                gone.remove_done_callback(subscriber.close)
-    except SessionNotFoundError:
-        return
-    except (FanoutUnavailableError, RedisError, OSError) as exc:
-        logger.warning("ending the events stream of a session: %s", exc)
-
-
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
 class EventStream:
-    """The events response as a bare ASGI app: the stream's bytes go to ``send`` as they
-    are, with no per-write wrapping, and one small task per connection watches for the
-    client leaving. Thousands of these stay open at once, so each costs little."""
+    """One connection's events response, as a bare ASGI app: subscribe first, then write the
+    snapshot (or the log after ``last_event_id``), then live events after ``_last``,
+    skipping any the client already has; events that arrived together are written together.
+    When Redis fails the stream just ends: the browser reconnects with ``Last-Event-ID`` and
+    resumes without a gap. It also ends once the client disconnects, which one small task
+    per connection watches for.
 
-    __slots__ = ("_fanout", "_last_event_id", "_opening", "_session_id", "_store", "_timing")
+    Thousands of these stay open for hours, so each keeps little alive while it waits: one
+    object (slots) and, besides the server's, three coroutine frames (``__call__``,
+    ``_step``, the subscriber's ``take``). Written push-style (each step writes, then
+    returns) so that no bytes stay referenced while the connection waits: a generator's
+    locals would keep the last chunk, a snapshot of the whole conversation at first, alive
+    for every idle connection."""
+
+    __slots__ = (
+        "_fanout",
+        "_in_flight",
+        "_last",
+        "_last_event_id",
+        "_last_heard",
+        "_last_write",
+        "_opening",
+        "_send",
+        "_session_id",
+        "_store",
+        "_subscriber",
+        "_timing",
+    )
+    _send: Send
+    _subscriber: Subscriber
 
     def __init__(
         self,
@@ -173,65 +166,55 @@ class EventStream:
         self._session_id = session_id
         self._last_event_id = last_event_id
         self._timing = timing
+        self._last = 0
+        self._in_flight = False
+        self._last_write = self._last_heard = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def write(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
+        self._send = send
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         gone = asyncio.ensure_future(_until_disconnect(receive))
         SSE_CONNECTIONS.inc()
+        channel = SessionKeys(self._session_id).channel
         try:
-            await stream_session(
-                self._store,
-                self._fanout,
-                self._session_id,
-                self._last_event_id,
-                self._timing,
-                gone,
-                write,
-                self._opening,
-            )
+            try:
+                subscriber = self._subscriber = await self._fanout.join(channel)
+                try:
+                    gone.add_done_callback(subscriber.close)
+                    await self._open()
+                    self._last_write = self._last_heard = asyncio.get_running_loop().time()
+                    while await self._step():
+                        pass
+                finally:
+                    gone.remove_done_callback(subscriber.close)
+                    self._fanout.leave(channel, subscriber)
+            except SessionNotFoundError:
+                pass
+            except (FanoutUnavailableError, RedisError, OSError) as exc:
+                logger.warning("ending the events stream of a session: %s", exc)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
             SSE_CONNECTIONS.dec()
 
+    async def _write(self, chunk: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-class _Live:
-    """One connection's stream: what the client lacks, then live events after ``_last``.
-    Events that arrived together are written together.
-
-    Written push-style (each step writes, then returns) so that no bytes stay referenced
-    while the connection waits, which may be hours: a generator's locals would keep the last
-    chunk, a snapshot of the whole conversation at first, alive for every idle connection."""
-
-    def __init__(
-        self, store: SessionStore, session_id: str, subscriber: Subscriber, write: Write
-    ) -> None:
-        self._store = store
-        self._session_id = session_id
-        self._subscriber = subscriber
-        self._write = write
-        self._last = 0
-        self._in_flight = False
-        self._last_write = self._last_heard = 0.0
-
-    async def open(self, last_event_id: int | None, opening: asyncio.Semaphore) -> None:
+    async def _open(self) -> None:
         """The snapshot, or ``retry`` and the log after ``last_event_id``. The first read holds
         ``opening`` (which bounds how many streams open at once), the writes do not: a client
         that does not read must not keep others from opening."""
-        if last_event_id is None:
-            async with opening:
+        if self._last_event_id is None:
+            async with self._opening:
                 snapshot = await _snapshot_frame(self._store, self._session_id)
             self._last, self._in_flight = snapshot.seq, snapshot.in_flight
             await self._write(RETRY + snapshot.frame)
             return
         RESUMES.inc()
         await self._write(RETRY)
-        self._last = last_event_id
-        async with opening:
-            self._in_flight = await _in_flight_at(self._store, self._session_id, last_event_id)
+        self._last = self._last_event_id
+        async with self._opening:
+            self._in_flight = await _in_flight_at(self._store, self._session_id, self._last)
         async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
             await self._write(replayed.frame)
             self._last, self._in_flight = replayed.seq, replayed.in_flight
@@ -255,14 +238,10 @@ class _Live:
         await self._catch_up(frames)
         return b"".join(frames)
 
-    async def run(self, timing: StreamTiming) -> None:
-        self._last_write = self._last_heard = asyncio.get_running_loop().time()
-        while await self._step(timing):
-            pass
-
-    async def _step(self, timing: StreamTiming) -> bool:
+    async def _step(self) -> bool:
         """Wait for live events (or a deadline) and write what is due. False: closed."""
         loop = asyncio.get_running_loop()
+        timing = self._timing
         deadline = self._last_write + timing.heartbeat_seconds
         if self._in_flight:
             deadline = min(deadline, self._last_heard + timing.stall_seconds)

@@ -53,6 +53,8 @@ DEFAULT_MAX_BACKLOG = 10_000
 DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 # Seconds between a channel's flushes per connection on it (1,000 tabs: 10 ms at most).
 DEFAULT_FLUSH_SPACING = 10e-6
+# Heartbeat and stall deadlines are met within this many seconds (the wheel's slot width).
+DEADLINE_RESOLUTION = 0.05
 
 logger = logging.getLogger("chatrelay.web")
 
@@ -85,21 +87,50 @@ class _JoinedRun:
         return self._frame
 
 
+class _DeadlineWheel:
+    """Wakes waiting subscribers at their deadlines (heartbeat, stall check) with one loop
+    timer per slot of ``DEADLINE_RESOLUTION`` seconds, shared by every subscriber due in it:
+    thousands of idle connections cost a few timers, not one each (a loop timer is about
+    0.5 KiB, and arming one per connection per write was a measurable cost)."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[int, list[Subscriber]] = {}
+
+    def arm(self, subscriber: Subscriber, deadline: float) -> float:
+        """Wake ``subscriber`` at the end of the slot holding ``deadline``; returns that time."""
+        slot = math.ceil(deadline / DEADLINE_RESOLUTION)
+        due = self._slots.get(slot)
+        if due is None:
+            due = self._slots[slot] = []
+            asyncio.get_running_loop().call_at(slot * DEADLINE_RESOLUTION, self._fire, slot)
+        due.append(subscriber)
+        return slot * DEADLINE_RESOLUTION
+
+    def _fire(self, slot: int) -> None:
+        at = slot * DEADLINE_RESOLUTION
+        for subscriber in self._slots.pop(slot):
+            subscriber.on_deadline(at)
+
+
 class Subscriber:
-    """One connection's pending events and its single waiter. At most one timer per
-    connection, moved lazily: events never create or cancel timers."""
+    """One connection's pending events and its single waiter. Its deadline is armed on the
+    shared wheel lazily: events never arm or disarm anything, and a slot that comes due after
+    the deadline moved later just arms it again."""
 
-    __slots__ = ("_deadline", "_joined", "_loop", "_timer", "_waiter", "pending", "queued_bytes")
+    __slots__ = ("_armed", "_deadline", "_joined", "_waiter", "_wheel", "pending", "queued_bytes")
 
-    def __init__(self, joined: _JoinedRun) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, joined: _JoinedRun, wheel: _DeadlineWheel) -> None:
         self._joined = joined
+        self._wheel = wheel
         # ``None`` closes the stream: the client reconnects and resumes from the log.
         self.pending: list[LiveEvent | None] = []
         self.queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = math.inf
+        # When the earliest wheel slot holding this subscriber comes due (inf: none does).
+        self._armed = math.inf
 
     def put(self, event: LiveEvent | None) -> None:
         """Queue without waking: the fan-out wakes once per flush (or now, for a close)."""
@@ -111,25 +142,27 @@ class Subscriber:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def on_deadline(self, at: float) -> None:
+        """A wheel slot holding this subscriber came due at loop time ``at``."""
+        if at != self._armed:  # a stale slot: an earlier one took over, or it was discarded
+            return
+        self._armed = math.inf
         if self._waiter is None:
             return
-        if self._loop.time() >= self._deadline:
+        if asyncio.get_running_loop().time() >= self._deadline:
             self.wake()
-        else:  # the deadline moved later since this timer was set
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        else:  # the deadline moved later since this slot was armed
+            self._armed = self._wheel.arm(self, self._deadline)
 
     async def take(self, deadline: float = math.inf) -> list[LiveEvent | None]:
-        """Everything pending; waits for it until the loop time ``deadline``. Empty when the
-        deadline passed first (or on a spurious wake)."""
+        """Everything pending; waits for it until the loop time ``deadline`` (rounded up to
+        the wheel's resolution). Empty when the deadline passed first (or on a spurious
+        wake)."""
         if not self.pending:
             self._deadline = deadline
-            if deadline != math.inf and (self._timer is None or self._timer.when() > deadline):
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._waiter = self._loop.create_future()
+            if deadline < self._armed:
+                self._armed = self._wheel.arm(self, deadline)
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
@@ -148,10 +181,8 @@ class Subscriber:
         self.wake()
 
     def discard(self) -> None:
-        """Drop its timer: the connection is gone."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The connection is gone: a wheel slot still holding it finds it disarmed."""
+        self._armed = math.inf
 
 
 @dataclass(eq=False)
@@ -185,6 +216,7 @@ class Fanout:
         self._max_backlog_bytes = max_backlog_bytes
         self._flush_spacing = flush_spacing
         self._joined = _JoinedRun()
+        self._wheel = _DeadlineWheel()
         self._timeout = timeout
         self._channels: dict[bytes, _Channel] = {}
         # Futures for SUBSCRIBE commands in flight, per channel, in the order they were sent:
@@ -249,12 +281,11 @@ class Fanout:
         self._changed[key] = None
         self._wake.set()
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        """Yields once Redis has confirmed the subscription: every event published after
-        that reaches the subscriber's queue."""
+    async def join(self, channel: str) -> Subscriber:
+        """A new subscriber of ``channel``, once Redis has confirmed the subscription: every
+        event published after that reaches its queue. Each join is paired with a ``leave``."""
         key = channel.encode()
-        subscriber = Subscriber(self._joined)
+        subscriber = Subscriber(self._joined, self._wheel)
         try:
             await asyncio.wait_for(self._connected.wait(), self._timeout)
             state = self._channels.get(key)
@@ -267,11 +298,23 @@ class Fanout:
         except (TimeoutError, FanoutUnavailableError) as exc:
             self._leave(key, subscriber)
             raise FanoutUnavailableError("Redis pub/sub is unavailable") from exc
+        except BaseException:
+            self._leave(key, subscriber)
+            raise
+        return subscriber
+
+    def leave(self, channel: str, subscriber: Subscriber) -> None:
+        subscriber.discard()
+        self._leave(channel.encode(), subscriber)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
+        """``join`` and ``leave`` as a context manager."""
+        subscriber = await self.join(channel)
         try:
             yield subscriber
         finally:
-            subscriber.discard()
-            self._leave(key, subscriber)
+            self.leave(channel, subscriber)
 
     def _leave(self, key: bytes, subscriber: Subscriber) -> None:
         state = self._channels.get(key)

@@ -29,7 +29,8 @@ from litestar.types import (
     Send,
 )
 
-from ._controllers import STATIC_DIR, PageController, events_session_id, serve_events
+from ._controllers import STATIC_DIR, PageController, events_session_id, open_events
+from ._events import StreamTiming
 from ._fanout import Fanout
 from ._health import HealthController
 from ._settings import WebSettings
@@ -40,7 +41,7 @@ _GC_YOUNG_THRESHOLD = 50_000
 
 
 class _WebApp(Litestar):
-    """Litestar, with the events streams answered before its router (see ``serve_events``)."""
+    """Litestar, with the events streams answered before its router (see ``open_events``)."""
 
     async def __call__(
         self,
@@ -51,9 +52,9 @@ class _WebApp(Litestar):
         if scope["type"] == ScopeType.HTTP:
             http_scope = cast("HTTPScope", scope)
             if (session_id := events_session_id(http_scope)) is not None:
-                await serve_events(
-                    self.state, http_scope, cast("Receive", receive), cast("Send", send), session_id
-                )
+                stream = await open_events(self.state, http_scope, cast("Send", send), session_id)
+                if stream is not None:
+                    await stream(http_scope, cast("Receive", receive), cast("Send", send))
                 return
         await super().__call__(scope, receive, send)
 
@@ -72,6 +73,9 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             )
             app.state.fanout = fanout
             app.state.opening = asyncio.Semaphore(settings.max_opening_streams)
+            app.state.stream_timing = StreamTiming(
+                settings.heartbeat_seconds, settings.stall_seconds
+            )
             reader = asyncio.create_task(fanout.run())
             # Everything alive now (modules, the app, its routes) lives as long as the
             # process: keep it out of every future collection, whose cost grows with it.
