@@ -10,9 +10,10 @@ key is scrubbed from them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -221,11 +222,17 @@ async def stream_chat(
             # was streamed yet): once for each of the two a server may refuse.
             for attempt in range(3):
                 try:
-                    async for piece in _stream(client, config, body, retry=attempt < 2):
-                        yield piece
-                    return
+                    response = await _open(client, config, body, retry=attempt < 2)
                 except _RefusedError as refused:
                     _remember_refusal(config, body.get("model"), refused.parameter)
+                    continue
+                try:
+                    with _mid_answer_errors():
+                        async for piece in _read_events(response, config.max_reply_bytes):
+                            yield piece
+                finally:
+                    await response.aclose()
+                return
     except TimeoutError:
         scrubbed = UpstreamError(
             "upstream_timeout",
@@ -271,13 +278,15 @@ def _remember_refusal(config: UpstreamConfig, model: object, parameter: str) -> 
         config.token_cap_name.switch(model, parameter)
 
 
-async def _stream(
+async def _open(
     client: httpx.AsyncClient,
     config: UpstreamConfig,
     body: dict[str, Any],
     *,
     retry: bool,
-) -> AsyncIterator[Piece | Completion]:
+) -> httpx.Response:
+    """Send the request; the response once it has begun a (2xx) answer. ``retry``: a refused
+    parameter raises ``_RefusedError`` instead of an ``UpstreamError``."""
     headers = {"Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
@@ -303,15 +312,24 @@ async def _stream(
     except httpx.TransportError as exc:
         raise UpstreamError("upstream_unreachable", f"Cannot reach the upstream: {exc}") from None
     response.stream = _CappedStream(response.stream, config.max_reply_bytes)
+    if response.status_code < 400:
+        return response
     try:
-        if response.status_code >= 400:
+        with _mid_answer_errors():
             error_body = await _read_limited(response)
-            refused = _refused_parameter(response.status_code, error_body, payload, cap_name)
-            if retry and refused:
-                raise _RefusedError(refused)
-            raise _status_error(response, error_body)
-        async for piece in _read_events(response, config.max_reply_bytes):
-            yield piece
+    finally:
+        await response.aclose()
+    refused = _refused_parameter(response.status_code, error_body, payload, cap_name)
+    if retry and refused:
+        raise _RefusedError(refused)
+    raise _status_error(response, error_body)
+
+
+@contextlib.contextmanager
+def _mid_answer_errors() -> Iterator[None]:
+    """A connection that fails once the answer began: what to tell the user."""
+    try:
+        yield
     except httpx.TimeoutException:
         raise UpstreamError(
             "upstream_timeout",
@@ -321,8 +339,6 @@ async def _stream(
         raise UpstreamError(
             "upstream_disconnected", "The upstream connection broke; the partial answer is kept"
         ) from None
-    finally:
-        await response.aclose()
 
 
 class _CappedStream(httpx.AsyncByteStream):
