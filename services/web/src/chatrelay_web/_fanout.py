@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from ._metrics import observe_fanout_lag
+from ._metrics import FanoutLagMeter
 
 __all__ = [
     "DEFAULT_FLUSH_SPACING",
@@ -216,6 +216,7 @@ class Fanout:
         self._max_backlog_bytes = max_backlog_bytes
         self._flush_spacing = flush_spacing
         self._joined = _JoinedRun()
+        self._lag = FanoutLagMeter()
         self._wheel = _DeadlineWheel()
         self._timeout = timeout
         self._channels: dict[bytes, _Channel] = {}
@@ -370,7 +371,7 @@ class Fanout:
         state.flushed_at = asyncio.get_running_loop().time()
         for subscriber in state.subscribers:
             subscriber.wake()
-        asyncio.get_running_loop().call_soon(observe_fanout_lag, state.received_at)
+        self._lag.flushed(state.received_at)
 
     def _close_all(self) -> None:
         for state in self._channels.values():
