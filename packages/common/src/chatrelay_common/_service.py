@@ -33,18 +33,20 @@ def store_lifespan(
     return lifespan
 
 
-def serve(factory: str, *, host: str, port: int) -> None:
+def serve(factory: str, *, host: str, port: int, client_address: bool = True) -> None:
     """Run an app factory (``"module:create_app"``) behind a proxy that sets X-Forwarded-*.
 
     Only the proxies named by ``FORWARDED_ALLOW_IPS`` (uvicorn's own variable; default
     127.0.0.1, where nginx runs natively) may set the client address: the access rules and
     per-client limits depend on it. Compose sets it to ``*``: there only the network's nginx
-    reaches the services."""
+    reaches the services. A service that never reads the client address passes
+    ``client_address=False``: no proxy-headers middleware then runs (and stays alive, a
+    coroutine frame per open connection) in front of it."""
     uvicorn.run(
         factory,
         factory=True,
         host=host,
         port=port,
-        proxy_headers=True,
+        proxy_headers=client_address,
         timeout_graceful_shutdown=5,
     )

@@ -9,7 +9,13 @@ from ._settings import WebSettings
 
 def main() -> None:
     settings = WebSettings()
-    serve("chatrelay_web.app:create_app", host=settings.host, port=settings.port)
+    # No access rule or limit of the web reads the client address (nginx's limits apply).
+    serve(
+        "chatrelay_web.app:create_app",
+        host=settings.host,
+        port=settings.port,
+        client_address=False,
+    )
 
 
 if __name__ == "__main__":

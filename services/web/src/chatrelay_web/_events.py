@@ -114,18 +114,13 @@ class StreamTiming:
     stall_seconds: float
 
 
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 class EventStream:
     """One connection's events response, as a bare ASGI app: subscribe first, then write the
     snapshot (or the log after ``last_event_id``), then live events after ``_last``,
     skipping any the client already has; events that arrived together are written together.
     When Redis fails the stream just ends: the browser reconnects with ``Last-Event-ID`` and
     resumes without a gap. It also ends once the client disconnects, which one small task
-    per connection watches for.
+    per connection (the server's ``receive``, awaited) watches for.
 
     Thousands of these stay open for hours, so each keeps little alive while it waits: one
     object (slots) and, besides the server's, three coroutine frames (``__call__``,
@@ -172,8 +167,10 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
+        while (await receive()).get("more_body", False):
+            pass  # the request's body (a GET's is empty): after it, only the disconnect is left
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-        gone = asyncio.ensure_future(_until_disconnect(receive))
+        gone = asyncio.ensure_future(receive())
         SSE_CONNECTIONS.inc()
         channel = SessionKeys(self._session_id).channel
         try:

@@ -234,6 +234,11 @@ class Fanout:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def subscribers(self) -> int:
+        """How many subscribers all channels have now."""
+        return sum(len(state.subscribers) for state in self._channels.values())
+
     async def run(self) -> None:
         """Read the pub/sub connection forever, reconnecting while Redis is away."""
         while True:

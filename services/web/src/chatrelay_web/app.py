@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -33,11 +32,10 @@ from ._controllers import STATIC_DIR, PageController, events_session_id, open_ev
 from ._events import StreamTiming
 from ._fanout import Fanout
 from ._health import HealthController
+from ._heap import freeze_after_growth, tune_collector
 from ._settings import WebSettings
 
 __all__ = ["create_app"]
-
-_GC_YOUNG_THRESHOLD = 50_000
 
 
 class _WebApp(Litestar):
@@ -77,21 +75,15 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
                 settings.heartbeat_seconds, settings.stall_seconds
             )
             reader = asyncio.create_task(fanout.run())
-            # Everything alive now (modules, the app, its routes) lives as long as the
-            # process: keep it out of every future collection, whose cost grows with it.
-            gc.freeze()
-            # A flush allocates a future and a list per connection: with the default 700,
-            # young collections run mid-flush and promote them, and the old generations
-            # (every open connection) then get collected often, in long pauses. The middle
-            # generation is collected every 2nd young collection (default 10) so that it
-            # never grows to hundreds of thousands of objects while connections ramp up.
-            gc.set_threshold(_GC_YOUNG_THRESHOLD, 2)
+            tune_collector()
+            freezer = asyncio.create_task(freeze_after_growth(lambda: fanout.subscribers))
             try:
                 yield
             finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                for task in (freezer, reader):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     return _WebApp(
         route_handlers=[
