@@ -24,7 +24,7 @@ from litestar.response import File, Redirect
 from litestar.types import HTTPScope, Send
 from redis.exceptions import RedisError
 
-from ._events import EventStream, StreamTiming
+from ._events import EventStream, SharedSnapshots, StreamTiming
 from ._fanout import Fanout
 from ._settings import WebSettings
 from ._wire_module import WIRE_MODULE
@@ -117,7 +117,10 @@ async def _open_events(
     if not fanout.connected:
         raise unavailable
     timing: StreamTiming = state.stream_timing
-    return EventStream(store, fanout, session_id, after, timing, opening)
+    if "shared_snapshots" not in state:
+        state.shared_snapshots = SharedSnapshots(store)
+    snapshots: SharedSnapshots = state.shared_snapshots
+    return EventStream(store, fanout, session_id, after, timing, opening, snapshots)
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:
