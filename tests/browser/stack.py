@@ -36,6 +36,7 @@ __all__ = [
     "ARTIFACTS",
     "DEMO_MODEL",
     "LOG_MAX_EVENTS",
+    "REASONING_MODEL",
     "ROOT",
     "UPSTREAM_MODEL",
     "Stack",
@@ -48,6 +49,8 @@ LOGS = ARTIFACTS / "browser-logs"
 UPSTREAM_KEY = "sk-browser-test-key-0123456789"
 # The fake's scenario whose reply the typed message picks ("slow 100 50", "xss", ...).
 UPSTREAM_MODEL = "scripted"
+# The fake upstream's scenario that streams reasoning_content before its answer.
+REASONING_MODEL = "reasoning"
 # Variables of the developer's shell that would change what the services do.
 _SCRUB = ("OPENAI_", "SITE_PASSWORD", "GATEWAY_", "WEB_", "REDIS_URL", "HTTPS_PORT", "CHATRELAY_")
 # The smallest event log the services accept: a tab away for longer gets `reset` + snapshot.
@@ -103,8 +106,9 @@ def run_stack(
             "OPENAI_BASE_URL": upstream.base_url,
             "OPENAI_API_KEY": UPSTREAM_KEY,
             "OPENAI_MODEL": UPSTREAM_MODEL,
-            # The settings test switches a session to the demo model's name (only a label).
-            "OPENAI_MODELS": f"{UPSTREAM_MODEL},{DEMO_MODEL}",
+            # The settings test switches a session to the demo model's name (only a label
+            # here: with a key, the fake upstream answers it); "reasoning" thinks first.
+            "OPENAI_MODELS": f"{UPSTREAM_MODEL},{DEMO_MODEL},{REASONING_MODEL}",
             "CHATRELAY_LOG_MAX_EVENTS": str(LOG_MAX_EVENTS),
             "PYTHONUNBUFFERED": "1",
         }
@@ -117,6 +121,8 @@ def run_stack(
             upstream_url=upstream.base_url,
             password=password,
         )
+        # /api/models keeps only the allowlisted models the upstream lists.
+        upstream.listed_models = (UPSTREAM_MODEL, DEMO_MODEL, REASONING_MODEL)
         for what in ("gateway", "web"):
             command = [sys.executable, "-m", f"chatrelay_{what}"]
             log = LOGS / f"{name}-{what}.log"
@@ -134,6 +140,9 @@ def run_stack(
                 "GATEWAY_UPSTREAM": f"127.0.0.1:{ports['gateway']}",
                 "TLS_CERT": str(cert),
                 "TLS_KEY": str(key),
+                # One address opening pages many times a second (each ~25 requests: the page's
+                # modules) is the test suite, not abuse; tests/infra pins the limits themselves.
+                "EDGE_RATE_PER_IP": "500",
             },
         )
         for what in ("gateway", "web"):

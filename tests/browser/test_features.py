@@ -9,7 +9,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from tests.browser.browsing import Contexts
 from tests.browser.fake_upstream import slow_text
 from tests.browser.pages import SESSION_URL, last_reply, open_chat, reply_text, send, session_id
-from tests.browser.stack import DEMO_MODEL, UPSTREAM_MODEL, Stack
+from tests.browser.stack import DEMO_MODEL, REASONING_MODEL, UPSTREAM_MODEL, Stack
 
 
 async def _complete(*tabs: Page) -> None:
@@ -28,8 +28,12 @@ async def test_settings_are_shared_and_the_demo_model_is_labelled(
     await tab1.locator("#settings-btn").click()
     # The model field offers exactly the models the gateway allows.
     options = tab1.locator("#model-options option")
-    await expect(options).to_have_count(2)
-    assert await options.evaluate_all("os => os.map(o => o.value)") == [UPSTREAM_MODEL, DEMO_MODEL]
+    await expect(options).to_have_count(3)
+    assert await options.evaluate_all("os => os.map(o => o.value)") == [
+        UPSTREAM_MODEL,
+        DEMO_MODEL,
+        REASONING_MODEL,
+    ]
     await tab1.locator("#set-system").fill("Answer like a pirate.")
     await tab1.locator("#set-model").fill(DEMO_MODEL)
     await tab1.locator("#set-temperature").fill("0.3")

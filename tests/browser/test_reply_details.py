@@ -8,7 +8,8 @@ from chatrelay_common import Done, Reasoning, SessionStore, Timing, Usage, open_
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.pages import last_reply, open_chat, send, session_id
-from tests.browser.stack import LOG_MAX_EVENTS, UPSTREAM_MODEL
+from tests.browser.stack import LOG_MAX_EVENTS, REASONING_MODEL, UPSTREAM_MODEL
+from tests.support.fake_upstream import OK_TEXT, REASONING_TEXT
 
 CUT_OFF = "Cut off: the model reached its length limit."
 FIGURES = "12 tokens in · 40 out · first token 0.21 s · 35.2 tokens/s"
@@ -104,3 +105,27 @@ async def test_a_failed_reply_keeps_its_error_and_model_after_a_reload(
     await expect(last_reply(tab2)).to_have_attribute("data-status", "error")
     await expect(last_reply(tab2).locator(".error-card")).to_have_text(live, use_inner_text=True)
     await expect(last_reply(tab2).locator(".msg-model")).to_have_text(UPSTREAM_MODEL)
+
+
+async def test_a_reasoning_model_thinks_then_answers_through_the_gateway(
+    context: BrowserContext,
+) -> None:
+    # The whole path: the fake upstream's reasoning_content chunks, the gateway's parse, Redis,
+    # the fan-out, nginx, and the page, in two tabs and after a reload.
+    tab1 = await open_chat(context)
+    tab2 = await open_chat(context, tab1.url)
+    await tab1.locator("#settings-btn").click()
+    await tab1.locator("#set-model").fill(REASONING_MODEL)
+    await tab1.locator("#settings-save").click()
+    await expect(tab2.locator("#model-label")).to_have_text(REASONING_MODEL)
+
+    await send(tab1, "think first")
+    for tab in (tab1, tab2):
+        await expect(last_reply(tab)).to_have_attribute("data-status", "complete")
+        await expect(last_reply(tab).locator(".body")).to_have_text(OK_TEXT)
+        await _thinking(tab, REASONING_TEXT, is_open=False)
+        await expect(last_reply(tab).locator(".msg-model")).to_have_text(REASONING_MODEL)
+    await tab2.reload()
+    await expect(tab2.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(last_reply(tab2).locator(".body")).to_have_text(OK_TEXT)
+    await _thinking(tab2, REASONING_TEXT, is_open=False)
