@@ -44,7 +44,6 @@ from scripts import processes, render_nginx
 from scripts.processes import Process
 
 # tests/chaos/_edge.py imports the certificate maker from here.
-from scripts.render_nginx import ensure_cert as ensure_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_DEPS = ROOT / "scripts" / "system-deps.sh"
@@ -290,7 +289,7 @@ def run(runner: Runner) -> None:
 
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = ensure_cert(tools["openssl"], run_dir / "tls")
+    cert, key = render_nginx.ensure_cert(tools["openssl"], run_dir / "tls")
 
     # OPENAI_* (the API key above all) goes to the gateway only.
     child_env = {k: v for k, v in config.env.items() if not k.startswith("OPENAI_")}

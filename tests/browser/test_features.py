@@ -7,9 +7,9 @@ import asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.browsing import Contexts
-from tests.browser.fake_upstream import slow_text
 from tests.browser.pages import SESSION_URL, last_reply, open_chat, reply_text, send, session_id
 from tests.browser.stack import DEMO_MODEL, REASONING_MODEL, UPSTREAM_MODEL, Stack
+from tests.support.fake_upstream import slow_text
 
 
 async def _complete(*tabs: Page) -> None:

@@ -7,10 +7,10 @@ import asyncio
 from playwright.async_api import BrowserContext, expect
 
 from tests.browser.browsing import Contexts
-from tests.browser.fake_upstream import slow_text
 from tests.browser.netcut import CuttableLink
 from tests.browser.pages import last_reply, open_chat, reply_text, send
 from tests.browser.stack import LOG_MAX_EVENTS, Stack
+from tests.support.fake_upstream import slow_text
 
 
 async def test_three_tabs_stream_the_same_text(context: BrowserContext) -> None:

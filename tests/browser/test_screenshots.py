@@ -14,9 +14,9 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.browsing import Contexts
-from tests.browser.fake_upstream import SHOWCASE_PROMPT
 from tests.browser.pages import last_reply, open_chat, send
 from tests.browser.stack import ARTIFACTS, ROOT, Stack
+from tests.support.fake_upstream import SHOWCASE_PROMPT
 
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 860}}
 PHONE: dict[str, Any] = {

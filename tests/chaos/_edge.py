@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripts import render_nginx
-from scripts.dev import ensure_cert
+from scripts.render_nginx import ensure_cert
 from tests.infra.conftest import (
     Cert,
     edge_values,
