@@ -43,8 +43,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scripts import processes, render_nginx
 from scripts.processes import Process
 
-# tests/chaos/_edge.py imports the certificate maker from here.
-
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_DEPS = ROOT / "scripts" / "system-deps.sh"
 TOOL_PACKAGES = {"redis-server": "redis-server", "nginx": "nginx", "openssl": "openssl"}
