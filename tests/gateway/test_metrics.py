@@ -15,6 +15,7 @@ from tests.support import fake_upstream as fake
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.metrics import Metrics, metrics_once, read_metrics
+from tests.support.redis_server import redis_url
 from tests.support.services import Service, run_service
 
 TOKENS = "chatrelay_gateway_tokens_relayed_total"
@@ -151,3 +152,30 @@ async def test_requests_are_counted_by_route_template(
         == 1
     )
     await metrics_once(client, url, _moved(FINISHED, before, outcome="done"))
+
+
+async def test_a_reaped_reply_counts_interrupted_on_the_gateway_that_closed_it(
+    client: httpx.AsyncClient, fake_upstream_server: FakeUpstream, service_logs: Path
+) -> None:
+    """A gateway killed mid-reply counts nothing more; the one whose reaper closes the reply
+    counts it once. A Redis of their own: no other test's gateway may reap it first."""
+    with redis_url() as redis:
+        env = keyed_gateway_env(redis, fake_upstream_server.base_url, CHATRELAY_LEASE_SECONDS="1")
+        with run_service("gateway", env, service_logs) as reaper:
+            with run_service("gateway", env, service_logs) as doomed:
+                session_id = await create_session(client, doomed.url, model="slow")
+                before = await read_metrics(client, reaper.url)
+                await send_message(client, doomed.url, session_id, "go")
+                await metrics_once(client, doomed.url, lambda m: m.value(TOKENS) > 0)
+                assert doomed.process is not None
+                doomed.process.kill()
+                doomed.process.wait(10)
+            after = await metrics_once(
+                client, reaper.url, _moved(FINISHED, before, outcome="interrupted")
+            )
+            assert _outcomes(after, before) == {**dict.fromkeys(OUTCOMES, 0), "interrupted": 1}
+            code = "interrupted"
+            assert after.value(ERRORS, code=code) - before.value(ERRORS, code=code) == 1
+            assert after.value(RUNNING) == 0
+            reply = (await client.get(f"{reaper.url}/api/sessions/{session_id}")).json()
+            assert reply["messages"][-1]["status"] == "error"
