@@ -1,19 +1,22 @@
 """A web process SIGKILLed mid-reply behind nginx, with a second web process running (issue
 7): the tabs it served see their stream cut, reconnect through the edge with
 ``Last-Event-ID``, land on the other process, and end with the exact full text: nothing lost,
-nothing twice."""
+nothing twice. And a web process told to stop (SIGTERM) ends its streams at once, cleanly,
+instead of after the server's graceful timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from chatrelay_common import SessionSettings, SessionStore
+from redis.asyncio import Redis
 
 from tests.chaos._edge import client_tls, running_edge
 from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
@@ -21,6 +24,7 @@ from tests.conftest import keyed_gateway_env
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT, FakeUpstream
 from tests.support.services import Service, run_service
+from tests.support.sse import Event, open_events
 
 TABS = 6
 # 200 tokens 0.04 s apart: the reply streams for ~8 s, so it is mid-way when a web dies.
@@ -117,3 +121,41 @@ async def test_a_killed_web_process_loses_no_tab(
         assert (tab.view.lost, tab.view.duplicated, tab.view.resets) == (0, 0, 0)
         assert tab.view.conversation() == [(m["id"], m["content"]) for m in final["messages"]]
         assert tab.view.messages[reply_id].status == "done"
+
+
+# uvicorn's graceful timeout (serve()) is 5 s: a stream ending later was waited out, then cut.
+PROMPT_END_SECONDS = 3.0
+
+
+async def test_a_sigterm_ends_every_open_stream_at_once_and_cleanly(
+    redis_server_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    session_id = await SessionStore(redis).create(SessionSettings(model="m"))
+    web_env = {"REDIS_URL": redis_server_url}
+    with run_service("web", web_env, tmp_path) as web:
+        process = web.process
+        assert process is not None
+        async with httpx.AsyncClient(timeout=30) as client, contextlib.AsyncExitStack() as tabs:
+            streams = [
+                await tabs.enter_async_context(open_events(client, web.url, session_id))
+                for _ in range(3)
+            ]
+            for stream in streams:
+                assert (await anext(stream)).name == "snapshot"
+
+            async def until_end(stream: AsyncIterator[Event]) -> float:
+                async for event in stream:
+                    raise AssertionError(f"an event after the snapshot: {event}")
+                return time.monotonic() - stopped_at
+
+            stopped_at = time.monotonic()
+            process.terminate()
+            async with asyncio.timeout(30):
+                # A cut stream (the server's timeout) raises here instead of ending.
+                ended = await asyncio.gather(*(until_end(stream) for stream in streams))
+        exit_code = await asyncio.to_thread(process.wait, 10)
+    print(
+        f"\nSIGTERM: streams ended cleanly {', '.join(f'{e:.2f}' for e in ended)} s after it; "
+        f"the process exited with {exit_code}"
+    )
+    assert max(ended) < PROMPT_END_SECONDS

@@ -114,7 +114,7 @@ async def _open_events(
     if not exists:
         raise NotFoundException(detail="No such session")
     fanout: Fanout = state.fanout
-    if not fanout.connected:
+    if not fanout.connected or fanout.draining:
         raise unavailable
     timing: StreamTiming = state.stream_timing
     if "shared_snapshots" not in state:

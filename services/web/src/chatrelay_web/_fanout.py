@@ -227,12 +227,22 @@ class Fanout:
         self._changed: dict[bytes, None] = {}
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
+        self.draining = False
         # Subscribed for the process's lifetime so that `listen()` never runs dry.
         self._home = f"{WEB_HOME_PREFIX}{new_id(8)}"
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def drain(self) -> None:
+        """The process is shutting down: end every stream now (each browser reconnects, to
+        another web process behind the edge, and resumes from the log) and refuse new ones
+        (``draining``)."""
+        self.draining = True
+        for state in self._channels.values():
+            for subscriber in state.subscribers:
+                subscriber.close()
 
     @property
     def subscribers(self) -> int:

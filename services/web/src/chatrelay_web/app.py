@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import cast
+import signal
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Any, cast
 
 from chatrelay_common import open_redis, store_lifespan
 from chatrelay_litestar import (
@@ -57,6 +59,27 @@ class _WebApp(Litestar):
         await super().__call__(scope, receive, send)
 
 
+def _drain_on_exit_signals(fanout: Fanout) -> None:
+    """On SIGTERM or SIGINT, end every open stream at once, then let the server (uvicorn,
+    whose handlers are in place while the app starts) shut down as it does. Otherwise the
+    server waits its graceful timeout (5 s) for streams that never end by themselves, then
+    cuts them; this way each tab reconnects elsewhere right away, at a clean end of stream."""
+    loop = asyncio.get_running_loop()
+    for exit_signal in (signal.SIGTERM, signal.SIGINT):
+        server_handler = signal.getsignal(exit_signal)
+        if not callable(server_handler):
+            continue  # no server handler to hand the signal on to: leave it as it is
+
+        def on_exit_signal(
+            exit_signal: signal.Signals = exit_signal,
+            server_handler: Callable[[int, FrameType | None], Any] = server_handler,
+        ) -> None:
+            fanout.drain()
+            server_handler(exit_signal, None)
+
+        loop.add_signal_handler(exit_signal, on_exit_signal)
+
+
 def create_app(settings: WebSettings | None = None) -> Litestar:
     settings = settings or WebSettings()
 
@@ -77,6 +100,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             reader = asyncio.create_task(fanout.run())
             tune_collector()
             freezer = asyncio.create_task(freeze_after_growth(lambda: fanout.subscribers))
+            _drain_on_exit_signals(fanout)
             try:
                 yield
             finally:
