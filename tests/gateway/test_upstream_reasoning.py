@@ -187,3 +187,28 @@ async def test_three_tabs_see_reasoning_then_the_answer_and_a_reload_keeps_both(
         {"role": "user", "content": "and now?"},
     ]
     assert fake.REASONING_PIECES[1] not in str(request.body)
+
+
+async def test_a_tab_joining_while_the_model_thinks_gets_the_reasoning_in_its_snapshot(
+    client: httpx.AsyncClient, gateway: Service, web: Service
+) -> None:
+    session_id = await create_session(client, gateway.url, model="reasoning_pause")
+    async with open_events(client, web.url, session_id) as first:
+        await anext(first)
+        reply_id = (await send_message(client, gateway.url, session_id, "hi"))["reply_id"]
+        # The reasoning comes in one or more events (the writer batches what comes close);
+        # then the upstream pauses (REASONING_PAUSE) before its answer: a tab joins.
+        seen = await collect_until(first, "reasoning")
+        async with open_events(client, web.url, session_id) as late:
+            snapshot = await anext(late)
+            late_events = await collect_until(late, "done")
+        seen += await collect_until(first, "done")
+    [reply] = [m for m in snapshot.data["messages"] if m["id"] == reply_id]
+    assert reply["status"] == "streaming"
+    assert (reply["finish_reason"], reply["usage"], reply["timing"]) == (None, None, None)
+    # The snapshot and what followed it add up to what the first tab saw, exactly.
+    late_reasoning = "".join(e.data["text"] for e in late_events if e.name == "reasoning")
+    assert reply["reasoning"] + late_reasoning == fake.REASONING_TEXT
+    assert reply["reasoning"]  # it joined after the first reasoning event
+    assert reply["content"] + reply_text(late_events, reply_id) == fake.OK_TEXT
+    assert late_events == [e for e in seen if e.id is not None and e.id > snapshot.data["seq"]]

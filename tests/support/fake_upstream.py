@@ -84,6 +84,9 @@ request's ``stream`` flag; ``*_PIECES`` are the ``delta.content`` values in orde
 ``think_tags``
     The same reasoning inside the content, ``<think>REASONING_TEXT</think>`` then two
     newlines and ``OK_TEXT``, in ``THINK_TAG_PIECES``: both tags are cut across chunks.
+``reasoning_pause``
+    Like ``reasoning``, with a pause of ``REASONING_PAUSE`` seconds between the reasoning
+    and the answer (a tab can join while the model "thinks").
 ``no_stream_options``
     A request carrying ``stream_options`` gets a 400 ``STREAM_OPTIONS_REFUSAL`` (as some
     proxies answer); any other is answered like ``ok`` (without usage: none was asked for).
@@ -150,6 +153,7 @@ __all__ = [
     "NO_DONE_TEXT",
     "OK_PIECES",
     "OK_TEXT",
+    "REASONING_PAUSE",
     "REASONING_PIECES",
     "REASONING_TEXT",
     "RETRY_AFTER",
@@ -223,6 +227,7 @@ THINK_TAG_PIECES = (
     *OK_PIECES[1:],
 )
 STREAM_OPTIONS_REFUSAL = "Unrecognized request argument supplied: stream_options"
+REASONING_PAUSE = 1.0
 TOKEN_CAP_REFUSALS: dict[str, str] = {
     "no_max_tokens": "max_tokens",
     "no_max_completion_tokens": "max_completion_tokens",
@@ -343,6 +348,7 @@ _STREAMING = (
     "reasoning_field",
     "think_tags",
     "no_stream_options",
+    "reasoning_pause",
 )
 SCENARIOS: tuple[str, ...] = (*_STREAMING, *HTTP_ERRORS)
 
@@ -746,11 +752,13 @@ class _App:
             while True:
                 await response.write(stream.text(FLOOD_PIECE))
                 await response.pause(FLOOD_DELAY)
-        elif name in ("reasoning", "reasoning_field"):
+        elif name in ("reasoning", "reasoning_field", "reasoning_pause"):
             field = "reasoning" if name == "reasoning_field" else "reasoning_content"
             await response.write(stream.role())
             for piece in REASONING_PIECES:
                 await response.write(stream.chunk({field: piece}))
+            if name == "reasoning_pause":
+                await response.pause(REASONING_PAUSE)
             for piece in OK_PIECES:
                 await response.write(stream.text(piece))
             await response.end(stream.tail())
