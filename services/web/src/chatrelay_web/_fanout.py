@@ -181,8 +181,11 @@ class Subscriber:
         self.wake()
 
     def discard(self) -> None:
-        """The connection is gone: a wheel slot still holding it finds it disarmed."""
+        """The connection is gone: a wheel slot still holding it (for seconds, maybe) finds
+        it disarmed, and no longer keeps what it had not taken alive."""
         self._armed = math.inf
+        self.pending = []
+        self.queued_bytes = 0
 
 
 @dataclass(eq=False)
