@@ -223,11 +223,19 @@ async def test_an_answer_over_a_cap_ends_in_an_error_keeping_its_text(
     assert fake_upstream.client_disconnects == [model]
     text = reply_text(seen, ids["reply_id"])
     snapshot = (await client.get(f"{gateway.url}/api/sessions/{session_id}")).json()
+    [start] = [e.data for e in seen if e.name == "start"]
     assert snapshot["messages"][-1] == {
         "id": ids["reply_id"],
         "role": "assistant",
         "content": text,
         "status": "error",
+        "created_at": start["created_at"],
+        "model": model,
+        "reasoning": "",
+        "finish_reason": None,
+        "usage": None,
+        "error": {"code": code, "message": message},
+        "timing": None,
     }
     if model == "flood":
         assert 32 * 1024 < len(text) < 64 * 1024
