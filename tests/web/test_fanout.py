@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from chatrelay_common import encode_wire, open_redis
-from chatrelay_web._fanout import Fanout, Subscriber
+from chatrelay_web._fanout import Fanout, FanoutUnavailableError, Subscriber
 from redis.asyncio import Redis
 
 CHANNEL = "chatrelay:test:fanout"
@@ -195,3 +195,16 @@ async def test_tabs_taking_the_same_events_share_one_joined_chunk(
             b'id: %d\nevent: delta\ndata: {"n":%d}\n\n' % (seq, seq) for seq in (1, 2, 3)
         )
         assert chunks[1] is chunks[0]
+
+
+async def test_a_drain_ends_every_subscriber_and_refuses_new_ones(fanout: Fanout) -> None:
+    """What the web does on SIGTERM: every stream ends now, and none starts after."""
+    async with (
+        fanout.subscribe(CHANNEL) as first,
+        fanout.subscribe(f"{CHANNEL}:other") as second,
+    ):
+        fanout.drain()
+        assert await asyncio.wait_for(first.take(), 5) == [None]
+        assert await asyncio.wait_for(second.take(), 5) == [None]
+        with pytest.raises(FanoutUnavailableError):
+            await fanout.join(CHANNEL)

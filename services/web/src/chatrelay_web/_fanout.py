@@ -320,6 +320,9 @@ class Fanout:
         except BaseException:
             self._leave(key, subscriber)
             raise
+        if self.draining:  # the process began shutting down meanwhile: end it like the rest
+            self._leave(key, subscriber)
+            raise FanoutUnavailableError("the web process is shutting down")
         return subscriber
 
     def leave(self, channel: str, subscriber: Subscriber) -> None:
