@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatrelay_gateway._settings import DEMO_MODEL
+from chatrelay_common import DEMO_MODEL
 
 from scripts import render_nginx
 from scripts.processes import (

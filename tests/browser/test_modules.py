@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from chatrelay_common import Event
-from chatrelay_gateway._settings import DEMO_MODEL
+from chatrelay_common import DEMO_MODEL, Event
 from playwright.async_api import BrowserContext
 
 from tests.browser.pages import open_chat
@@ -53,5 +52,5 @@ async def test_the_page_leaves_no_globals_of_its_own(context: BrowserContext) ->
 
 async def test_the_demo_badge_is_for_the_gateways_demo_model(context: BrowserContext) -> None:
     page = await open_chat(context)
-    badged = await page.evaluate("async () => (await import('/static/models.js')).DEMO_MODEL")
+    badged = await page.evaluate("async () => (await import('/wire.js')).DEMO_MODEL")
     assert badged == DEMO_MODEL

@@ -26,7 +26,7 @@ from ._events import (
 from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys
 from ._redis import open_redis
 from ._service import serve, store_lifespan
-from ._settings import ServiceSettings
+from ._settings import DEMO_MODEL, ServiceSettings
 from ._store import (
     LoggedEvent,
     NothingToRegenerateError,
@@ -41,6 +41,7 @@ from ._store import (
 __all__ = [
     "AUTH_COOKIE",
     "CONTROL_CHANNEL",
+    "DEMO_MODEL",
     "WEB_HOME_PREFIX",
     "Delta",
     "Done",

@@ -17,7 +17,10 @@ from ._store import (
     SessionStore,
 )
 
-__all__ = ["ServiceSettings"]
+__all__ = ["DEMO_MODEL", "ServiceSettings"]
+
+# The gateway's built-in model (no API key needed); the page badges it as a demo.
+DEMO_MODEL = "chatrelay-demo"
 
 
 class ServiceSettings(BaseSettings):

@@ -3,12 +3,11 @@ from __future__ import annotations
 import ipaddress
 
 import httpx
-from chatrelay_common import ServiceSettings
+from chatrelay_common import DEMO_MODEL, ServiceSettings
 from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "DEMO_MODEL", "GatewaySettings"]
 
-DEMO_MODEL = "chatrelay-demo"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # The writer's flush tick: text of every reply that arrives within it shares one Redis call.
 # Text after a quiet spell (longer than a tick) goes out at once.

@@ -2,10 +2,6 @@
 import { api } from "./api.js";
 import { el } from "./dom.js";
 
-// The gateway's built-in demo model (chatrelay_gateway's DEMO_MODEL; tests/browser pins the
-// two together): the page badges it so that nobody mistakes its answers for a real LLM's.
-export const DEMO_MODEL = "chatrelay-demo";
-
 // The models the gateway allows (OPENAI_MODELS), offered in the settings' model field.
 export async function loadModelOptions() {
   let listed;

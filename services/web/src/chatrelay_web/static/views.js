@@ -2,7 +2,9 @@
 // connection badge). Only what changed is touched: a streaming reply re-renders at most
 // once per frame, and the other messages keep their elements.
 import { button, el, setHidden } from "./dom.js";
-import { DEMO_MODEL } from "./models.js";
+// The gateway's built-in demo model (chatrelay_common's, served in /wire.js): the page badges
+// it so that nobody mistakes its answers for a real LLM's.
+import { DEMO_MODEL } from "/wire.js";
 import { render } from "./render.js";
 import { state, streamingMessage } from "./state.js";
 
