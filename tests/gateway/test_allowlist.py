@@ -84,7 +84,10 @@ async def test_the_allowed_models_are_listed(
     client: httpx.AsyncClient, listed_gateway: Service
 ) -> None:
     listed = await client.get(f"{listed_gateway.url}/api/models")
-    assert (listed.status_code, listed.json()) == (200, {"models": ["ok", "slow"], "default": "ok"})
+    assert (listed.status_code, listed.json()) == (
+        200,
+        {"models": ["ok", "slow"], "default": "ok", "data": [{"id": "ok"}, {"id": "slow"}]},
+    )
 
 
 async def test_without_a_list_only_the_default_model_is_allowed(
@@ -101,7 +104,11 @@ async def test_without_a_list_only_the_default_model_is_allowed(
         {"detail": "Model 'gpt-4o' is not allowed here. Allowed: chatrelay-demo"},
     )
     listed = await client.get(f"{demo_gateway.url}/api/models")
-    assert listed.json() == {"models": ["chatrelay-demo"], "default": "chatrelay-demo"}
+    assert listed.json() == {
+        "models": ["chatrelay-demo"],
+        "default": "chatrelay-demo",
+        "data": [{"id": "chatrelay-demo"}],
+    }
 
 
 async def test_a_stored_model_no_longer_allowed_sends_nothing_upstream(

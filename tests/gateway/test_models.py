@@ -48,6 +48,10 @@ async def _models(client: httpx.AsyncClient, gateway: Service) -> dict[str, obje
     response = await client.get(f"{gateway.url}/api/models")
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
+    # ``data`` names the same models the way OpenAI's GET /v1/models does.
+    models = body["models"]
+    assert isinstance(models, list)
+    assert body.pop("data") == [{"id": model} for model in models], body
     return body
 
 

@@ -55,7 +55,7 @@ class ModelsController(Controller):
     async def list_models(self, default_model: str, model_catalog: ModelCatalog) -> ModelList:
         """The models a session may use (those the upstream serves, when it says), and the
         one it gets by default."""
-        return ModelList(models=list(await model_catalog.models()), default=default_model)
+        return ModelList.of(await model_catalog.models(), default_model)
 
 
 @dataclass(frozen=True, slots=True)

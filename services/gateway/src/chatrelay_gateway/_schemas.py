@@ -81,9 +81,19 @@ class StopResult(msgspec.Struct):
     reply_id: str | None
 
 
+class ModelEntry(msgspec.Struct):
+    id: str
+
+
 class ModelList(msgspec.Struct):
     models: list[str]
     default: str
+    # The same names as OpenAI's GET /v1/models shapes them (``data[].id``).
+    data: list[ModelEntry]
+
+    @classmethod
+    def of(cls, models: tuple[str, ...], default: str) -> ModelList:
+        return cls(models=list(models), default=default, data=[ModelEntry(id=m) for m in models])
 
 
 class ErrorBody(msgspec.Struct):
