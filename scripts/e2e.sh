@@ -30,6 +30,9 @@ export HTTPS_PORT=${E2E_HTTPS_PORT:-18443}
 export HTTP_PORT=${E2E_HTTP_PORT:-18080}
 export BIND_ADDRESS=127.0.0.1
 export GATEWAY_DEMO_TOKEN_DELAY=${E2E_TOKEN_DELAY:-0.05}
+# Opens /metrics/gateway and /metrics/web at the compose edge; tests/e2e reads it back.
+METRICS_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+export METRICS_TOKEN
 
 mode=""
 started_engine=0
