@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import ssl
 import subprocess
@@ -437,5 +438,33 @@ def test_a_connection_paused_for_a_lagging_reader_carries_the_next_request(
                 await asyncio.sleep(0.1)  # the answer is in; none of it is read
             assert await _post(client, url) == [b"next"]
             assert server.connections == 1
+
+    run(scenario())
+
+
+def test_a_compressed_answer_is_decoded_by_httpx(run: Callable[..., None]) -> None:
+    """Content-Encoding stays httpx's business (its response decoders), as before."""
+
+    async def scenario() -> None:
+        packed = gzip.compress(b"data: 1\n\n" * 100)
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head, _ = await _read_request(reader)
+            assert b"\r\naccept-encoding: gzip" in head.lower()
+            writer.write(
+                _OK_HEAD
+                + b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + _chunk(packed[:10])
+                + _chunk(packed[10:])
+                + b"0\r\n\r\n"
+            )
+            await reader.read()
+
+        async with (
+            _Server(handler).running() as server,
+            httpx.AsyncClient(transport=UpstreamTransport(), timeout=_TIMEOUT) as client,
+            client.stream("POST", f"http://127.0.0.1:{server.port}/") as response,
+        ):
+            assert b"".join([data async for data in response.aiter_bytes()]) == b"data: 1\n\n" * 100
 
     run(scenario())
