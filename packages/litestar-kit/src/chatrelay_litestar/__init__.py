@@ -3,6 +3,17 @@ of any web framework."""
 
 from ._errors import ErrorResponse, error_response, exception_handlers
 from ._health import NotReady, health_controller
+from ._identity import (
+    OWNER_COOKIE,
+    SITE_OWNER,
+    Identity,
+    identity_from_cookie_header,
+    identity_of,
+    is_anonymous_owner,
+    login_user,
+    owner_cookie_middleware,
+    user_owner,
+)
 from ._login import SIGN_IN_UNAVAILABLE, authenticated, login_required, login_tokens
 from ._metrics import METRICS_NAMESPACE, METRICS_PATH, MetricsController, request_metrics
 from ._provide import from_state, provide_value
@@ -10,8 +21,11 @@ from ._provide import from_state, provide_value
 __all__ = [
     "METRICS_NAMESPACE",
     "METRICS_PATH",
+    "OWNER_COOKIE",
     "SIGN_IN_UNAVAILABLE",
+    "SITE_OWNER",
     "ErrorResponse",
+    "Identity",
     "MetricsController",
     "NotReady",
     "authenticated",
@@ -19,8 +33,14 @@ __all__ = [
     "exception_handlers",
     "from_state",
     "health_controller",
+    "identity_from_cookie_header",
+    "identity_of",
+    "is_anonymous_owner",
     "login_required",
     "login_tokens",
+    "login_user",
+    "owner_cookie_middleware",
     "provide_value",
     "request_metrics",
+    "user_owner",
 ]
