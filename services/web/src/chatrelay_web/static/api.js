@@ -43,6 +43,11 @@ export async function api(method, path, body) {
 
 export const sessionPath = (suffix) => `/api/sessions/${encodeURIComponent(state.sessionId)}${suffix}`;
 
+/** The conversation this tab shows: its session, or (read-only) the share link's copy. */
+export const conversationPath = (suffix) => (state.shareToken === null
+  ? sessionPath(suffix)
+  : `/api/shared/${encodeURIComponent(state.shareToken)}${suffix}`);
+
 export function explain(err, action) {
   if (err.status === 409) {
     return `${action}: ${(err.message || "a reply is still streaming").replace(/\.$/, "")}.`;

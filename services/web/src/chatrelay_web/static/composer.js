@@ -1,7 +1,7 @@
 // What the user does to the conversation: send, stop, regenerate, edit, copy, clear. Each
 // goes to the API only; the result comes back as events, like in every other tab.
 import { api, explain, sessionPath } from "./api.js";
-import { button, el, toast } from "./dom.js";
+import { button, copyText, el, flashCopied, toast } from "./dom.js";
 import { state, streamingMessage } from "./state.js";
 import { renderBody, renderControls, viewOf } from "./views.js";
 
@@ -54,27 +54,8 @@ async function regenerate() {
   }
 }
 
-async function copyText(text, buttonEl) {
-  let ok = false;
-  try {
-    await navigator.clipboard.writeText(text);
-    ok = true;
-  } catch {
-    const area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.className = "offscreen";
-    document.body.append(area);
-    area.select();
-    try { ok = document.execCommand("copy"); } catch { ok = false; }
-    area.remove();
-  }
-  if (buttonEl) {
-    const old = buttonEl.dataset.label || buttonEl.textContent;
-    buttonEl.dataset.label = old;
-    buttonEl.textContent = ok ? "Copied" : "Copy failed";
-    setTimeout(() => { buttonEl.textContent = old; }, 1500);
-  }
+async function copyInto(text, buttonEl) {
+  flashCopied(buttonEl, await copyText(text));
 }
 
 function startEdit(msg) {
@@ -118,13 +99,13 @@ async function onMessageClick(event) {
   const msg = root && state.byId.get(root.dataset.id);
   if (target.classList.contains("copy-code")) {
     const code = target.closest(".codeblock").querySelector("pre code");
-    copyText(code ? code.textContent : "", target);
+    copyInto(code ? code.textContent : "", target);
     return;
   }
   if (!msg) return;
   switch (target.dataset.action) {
     case "copy":
-      copyText(msg.content, target);
+      copyInto(msg.content, target);
       break;
     case "regenerate":
       regenerate();
@@ -179,6 +160,11 @@ async function onClearClick() {
   }
 }
 
+/** The buttons on the messages (the read-only view has only Copy among them). */
+export function initMessageActions() {
+  el.messages.addEventListener("click", onMessageClick);
+}
+
 export function initComposer() {
   el.composer.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -193,6 +179,5 @@ export function initComposer() {
   });
   el.input.addEventListener("input", autosize);
   el.stop.addEventListener("click", stopReply);
-  el.messages.addEventListener("click", onMessageClick);
   el.clearBtn.addEventListener("click", onClearClick);
 }

@@ -5,7 +5,12 @@ const $ = (id) => document.getElementById(id);
 export const el = {
   sidebar: $("sidebar"), scrim: $("scrim"), menu: $("menu"), closeDrawer: $("close-drawer"),
   newChat: $("new-chat"), recentList: $("recent-list"), recentEmpty: $("recent-empty"),
-  logout: $("logout"), modelLabel: $("model-label"), demoBadge: $("demo-badge"),
+  recentMore: $("recent-more"), search: $("history-search"), account: $("account"),
+  whoami: $("whoami"), logout: $("logout"), modelLabel: $("model-label"), demoBadge: $("demo-badge"),
+  liveBadge: $("live-badge"), readonlyBadge: $("readonly-badge"), shareBtn: $("share-btn"),
+  share: $("share"), shareCreate: $("share-create"), shareLink: $("share-link"),
+  shareUrl: $("share-url"), shareCopy: $("share-copy"), shareRevoke: $("share-revoke"),
+  shareStatus: $("share-status"), shareClose: $("share-close"), composerWrap: $("composer-wrap"),
   conn: $("conn"), connLabel: $("conn-label"), settingsBtn: $("settings-btn"),
   clearBtn: $("clear-btn"), settings: $("settings"), settingsForm: $("settings-form"),
   setSystem: $("set-system"), setModel: $("set-model"), setTemperature: $("set-temperature"),
@@ -39,4 +44,32 @@ export function toast(text) {
   el.toast.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.toast.hidden = true; }, 4000);
+}
+
+/** Copies text to the clipboard (`navigator.clipboard`, else a selected textarea and
+ * `execCommand`, which works without a secure context or a permission); true when done. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "offscreen";
+    document.body.append(area);
+    area.select();
+    let ok = false;
+    try { ok = document.execCommand("copy"); } catch { ok = false; }
+    area.remove();
+    return ok;
+  }
+}
+
+/** "Copied" (or "Copy failed") on the button for a moment. */
+export function flashCopied(buttonEl, ok) {
+  const old = buttonEl.dataset.label || buttonEl.textContent;
+  buttonEl.dataset.label = old;
+  buttonEl.textContent = ok ? "Copied" : "Copy failed";
+  setTimeout(() => { buttonEl.textContent = old; }, 1500);
 }

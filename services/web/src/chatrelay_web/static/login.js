@@ -1,7 +1,12 @@
-// Login page: trades the site password for an httpOnly cookie (POST /api/login). The
-// password is only ever sent in that request body; nothing is stored in the browser.
+// Login page: trades the site password (or, in accounts mode, a username and password) for
+// an httpOnly cookie (POST /api/login). The password is only ever sent in that request body;
+// nothing is stored in the browser.
 const form = document.getElementById("login-form");
 const input = document.getElementById("password");
+const username = document.getElementById("username");
+const usernameField = document.getElementById("username-field");
+const intro = document.getElementById("login-intro");
+let accounts = false;
 const error = document.getElementById("login-error");
 const submit = document.getElementById("login-submit");
 
@@ -33,7 +38,7 @@ form.addEventListener("submit", async (event) => {
     const res = await fetch("/api/login", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ password: input.value }),
+      body: JSON.stringify(accounts ? { username: username.value.trim(), password: input.value } : { password: input.value }),
       credentials: "same-origin",
     });
     if (res.ok) {
@@ -42,7 +47,7 @@ form.addEventListener("submit", async (event) => {
       return;
     }
     if (res.status === 401 || res.status === 403) {
-      showError("Wrong password.");
+      showError(accounts ? "Wrong username or password." : "Wrong password.");
     } else if (res.status === 429) {
       const wait = Number(res.headers.get("Retry-After"));
       showError(
@@ -61,4 +66,21 @@ form.addEventListener("submit", async (event) => {
   input.select();
 });
 
+// GET /api/auth says which sign-in this site has (open to all): in accounts mode it names
+// the mode, and the form asks for a username too.
+async function learnMode() {
+  try {
+    const res = await fetch("/api/auth", { credentials: "same-origin" });
+    const auth = res.ok ? await res.json() : null;
+    accounts = Boolean(auth && (auth.mode === "accounts" || auth.accounts === true));
+  } catch {
+    accounts = false; // the password alone, as before
+  }
+  usernameField.hidden = !accounts;
+  username.required = accounts;
+  if (accounts) intro.textContent = "Sign in with your account.";
+  if (window.matchMedia("(pointer: fine)").matches) (accounts ? username : input).focus();
+}
+
 if (window.matchMedia("(pointer: fine)").matches) input.focus();
+learnMode();

@@ -1,16 +1,22 @@
 // chatrelay chat page: wires the modules up and opens the chat in the address bar (or
-// creates one). The page never changes its conversation optimistically: what the user does
-// goes to the API and comes back as events (stream.js), which is how every tab (this one
-// included) stays identical.
+// creates one), or, at /r/{token}, a share link's read-only view. The page never changes its
+// conversation optimistically: what the user does goes to the API and comes back as events
+// (stream.js), which is how every tab (this one included) stays identical.
+import { initAccount } from "./account.js";
 import { api } from "./api.js";
-import { initComposer, stopReply } from "./composer.js";
+import { initComposer, initMessageActions, stopReply } from "./composer.js";
 import { el, touch } from "./dom.js";
+import { initHistory, markCurrent } from "./history.js";
 import { loadModelOptions } from "./models.js";
-import { initRecent, renderRecent } from "./recent.js";
+import { enterReadOnly } from "./readonly.js";
 import { initSettings, toggleSettings } from "./settings.js";
+import { initShare, toggleShare } from "./share.js";
 import { state, streamingMessage } from "./state.js";
 import { connect, initStream } from "./stream.js";
 import { renderControls, setConn, showFatal } from "./views.js";
+
+const SHARE_PATH = /^\/r\/([A-Za-z0-9_-]+)\/?$/;
+const SESSION_PATH = /^\/s\/([A-Za-z0-9_-]+)\/?$/;
 
 function setDrawer(open) {
   document.body.classList.toggle("drawer-open", open);
@@ -22,21 +28,17 @@ function initChrome() {
   el.closeDrawer.addEventListener("click", () => setDrawer(false));
   el.scrim.addEventListener("click", () => setDrawer(false));
   el.newChat.addEventListener("click", () => location.assign("/"));
-  el.logout.addEventListener("click", async () => {
-    try {
-      await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
-    } catch { /* going to the login page anyway */ }
-    location.assign("/login");
-  });
-  // Esc closes what is open (the drawer, the settings); with nothing open, it stops the
-  // streaming reply. Its default action is left alone.
+  // Esc closes what is open (the drawer, the settings, the share panel); with nothing open,
+  // it stops the streaming reply. Its default action is left alone.
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.isComposing) return;
     const drawerOpen = document.body.classList.contains("drawer-open");
     const settingsOpen = !el.settings.hidden;
+    const shareOpen = !el.share.hidden;
     setDrawer(false);
     if (settingsOpen && !state.settingsDirty) toggleSettings(false);
-    if (drawerOpen || settingsOpen || event.target.closest(".edit-area")) return;
+    if (shareOpen) toggleShare(false);
+    if (drawerOpen || settingsOpen || shareOpen || event.target.closest(".edit-area")) return;
     if (streamingMessage()) stopReply();
   });
 }
@@ -56,9 +58,8 @@ async function createSession() {
 
 async function boot() {
   loadModelOptions();
-  renderRecent();
   renderControls();
-  const match = location.pathname.match(/^\/s\/([A-Za-z0-9_-]+)\/?$/);
+  const match = location.pathname.match(SESSION_PATH);
   if (match) {
     state.sessionId = match[1];
   } else {
@@ -74,14 +75,31 @@ async function boot() {
       return;
     }
   }
-  renderRecent();
+  markCurrent();
   connect();
   if (!touch) el.input.focus();
 }
 
-initChrome();
-initRecent();
-initStream();
-initSettings();
-initComposer();
-boot();
+// A share link's viewer: no login, no list, no writes; the same stream and rendering.
+function bootReadOnly(token) {
+  enterReadOnly(token);
+  initStream();
+  initMessageActions();
+  renderControls();
+  connect();
+}
+
+const shared = location.pathname.match(SHARE_PATH);
+if (shared) {
+  bootReadOnly(shared[1]);
+} else {
+  initChrome();
+  initAccount();
+  initHistory();
+  initStream();
+  initSettings();
+  initShare();
+  initComposer();
+  initMessageActions();
+  boot();
+}

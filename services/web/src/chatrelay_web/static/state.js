@@ -3,6 +3,10 @@
 
 export const state = {
   sessionId: null,
+  // A share link's read-only view (/r/{token}): no writes, the stream under /api/shared/.
+  shareToken: null,
+  title: null,
+  ended: false, // deleted, revoked or not found: the stream stays closed
   settings: { system: null, model: null, temperature: null },
   messages: [], // [{id, role, content, reasoning, status, model, error, finish, usage, timing}]
   byId: new Map(),
@@ -12,6 +16,8 @@ export const state = {
   lastReplyModel: null,
   settingsDirty: false,
 };
+
+export const readOnly = () => state.shareToken !== null;
 
 export function streamingMessage() {
   for (let i = state.messages.length - 1; i >= 0; i -= 1) {

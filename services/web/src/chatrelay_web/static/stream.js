@@ -3,13 +3,13 @@
 // Every event (except `reset`) carries an increasing id; the page applies each exactly once
 // (ids <= the last applied one are ignored), so a reconnect with Last-Event-ID never doubles
 // or drops text. After `reset` everything is ignored until the snapshot that follows it.
-import { api, sessionPath } from "./api.js";
-import { forgetSession, rememberSession } from "./recent.js";
+import { api, conversationPath } from "./api.js";
+import { dropSession, retitle, scheduleHistoryRefresh } from "./history.js";
 import { applySettings, renderSettingsForm } from "./settings.js";
-import { normalizeMessage, state } from "./state.js";
+import { normalizeMessage, readOnly, state } from "./state.js";
 import {
   appendMessage, finish, foldThinking, removeViews, renderAll, renderChrome, renderControls, renderModel,
-  rerender, scheduleRender, setConn, showFatal,
+  renderTitle, rerender, scheduleRender, setConn, showFatal,
 } from "./views.js";
 import { EVENTS } from "/wire.js";
 
@@ -20,10 +20,11 @@ function applySnapshot(data) {
   for (let i = state.messages.length - 1; i >= 0; i -= 1) {
     if (state.messages[i].model) { state.lastReplyModel = state.messages[i].model; break; }
   }
+  if (typeof data.title === "string") state.title = data.title;
   state.loaded = true;
   renderAll();
-  renderSettingsForm(true);
-  rememberSession();
+  renderTitle();
+  if (!readOnly()) renderSettingsForm(true);
 }
 
 function replyFor(replyId) {
@@ -47,7 +48,8 @@ const handlers = {
     } else {
       appendMessage(msg);
     }
-    rememberSession();
+    // The list's order (newest activity first) and, after the first message, the title.
+    if (!readOnly()) scheduleHistoryRefresh();
   },
   [EVENTS.Start](data) {
     const msg = replyFor(data.reply_id);
@@ -84,7 +86,22 @@ const handlers = {
     finish(msg);
   },
   [EVENTS.SettingsChanged](data) {
-    applySettings(data.settings);
+    if (!readOnly()) applySettings(data.settings);
+  },
+  // Issue 11's events, by their names in the API (docs/api.md).
+  title(data) {
+    state.title = typeof data.title === "string" ? data.title : null;
+    renderTitle();
+    if (!readOnly()) retitle(state.sessionId, state.title);
+  },
+  deleted() {
+    stopStream("deleted");
+    dropSession(state.sessionId);
+    showFatal("This chat was deleted.");
+  },
+  revoked() {
+    stopStream("revoked");
+    showFatal("This share link was revoked: the conversation is no longer shared.");
   },
   [EVENTS.Truncate](data) {
     const from = data.from_message_id;
@@ -130,11 +147,25 @@ let source = null;
 let retryTimer = 0;
 let retryDelay = 1000;
 
+/** The conversation is gone for this tab (deleted, or its share revoked): close the stream,
+ * take the messages off the page, and never reconnect. */
+function stopStream(label) {
+  state.ended = true;
+  clearTimeout(retryTimer);
+  if (source) source.close();
+  source = null;
+  setConn("offline", label);
+  state.messages = [];
+  state.byId = new Map();
+  renderAll();
+}
+
 export function connect() {
+  if (state.ended) return;
   clearTimeout(retryTimer);
   retryTimer = 0;
   if (source) source.close();
-  let url = sessionPath("/events");
+  let url = conversationPath("/events");
   // A new EventSource has no Last-Event-ID of its own: pass it as a query parameter.
   if (state.lastId >= 0) url += `?last_event_id=${state.lastId}`;
   const es = new EventSource(url);
@@ -170,18 +201,23 @@ export function connect() {
 
 async function diagnoseAndRetry() {
   try {
-    await api("GET", sessionPath(""));
+    await api("GET", conversationPath(""));
   } catch (err) {
-    if (source) return; // reconnected meanwhile (the `online` event)
+    if (source || state.ended) return; // reconnected meanwhile (the `online` event), or over
     if (err.status === 401) return; // api() is taking the page to /login
     if (err.status === 404) {
-      forgetSession(state.sessionId);
+      state.ended = true;
       setConn("offline", "not found");
-      showFatal("This chat does not exist (or has expired).");
+      if (readOnly()) {
+        showFatal("This share link does not exist or was revoked.");
+      } else {
+        dropSession(state.sessionId);
+        showFatal("This chat does not exist (or has expired).");
+      }
       return;
     }
   }
-  if (source) return;
+  if (source || state.ended) return;
   if (!navigator.onLine) setConn("offline", "offline");
   // Jitter: after a web process or Redis restart, every tab must not come back at once.
   retryTimer = setTimeout(connect, retryDelay * (0.5 + Math.random()));
@@ -190,6 +226,7 @@ async function diagnoseAndRetry() {
 
 export function initStream() {
   window.addEventListener("online", () => {
+    if (state.ended) return;
     if (!source) connect();
     else setConn(...(source.readyState === EventSource.OPEN ? ["live"] : ["reconnecting"]));
   });

@@ -6,7 +6,7 @@ import { button, el, setHidden } from "./dom.js";
 // it so that nobody mistakes its answers for a real LLM's.
 import { DEMO_MODEL } from "/wire.js";
 import { render } from "./render.js";
-import { state, streamingMessage } from "./state.js";
+import { readOnly, state, streamingMessage } from "./state.js";
 
 const views = new Map(); // message id -> {root, body, note, errorCard, actions, …}
 
@@ -68,7 +68,9 @@ function createView(msg) {
   errorCard.hidden = true;
   const actions = document.createElement("div");
   actions.className = "actions";
-  if (msg.role === "user") {
+  if (readOnly()) {
+    actions.append(button("Copy", "copy")); // a share link never writes
+  } else if (msg.role === "user") {
     actions.append(button("Edit", "edit"), button("Copy", "copy"));
   } else {
     actions.append(button("Copy", "copy"), button("Regenerate", "regenerate", "regen"));
@@ -127,8 +129,8 @@ export function renderChrome(msg) {
     const detail = document.createElement("span");
     detail.className = "error-detail";
     detail.textContent = (msg.error && msg.error.message) || "The upstream model did not finish this answer.";
-    const retry = button("Retry", "regenerate", "retry");
-    errorCard.append(title, detail, retry);
+    errorCard.append(title, detail);
+    if (!readOnly()) errorCard.append(button("Retry", "regenerate", "retry"));
     errorCard.hidden = false;
   } else {
     errorCard.hidden = true;
@@ -151,6 +153,8 @@ function usageText({ usage, timing }) {
 export function renderControls() {
   const streaming = streamingMessage();
   document.body.dataset.streaming = streaming ? "true" : "false";
+  // The read-only view says "live" while a reply streams to it.
+  setHidden(el.liveBadge, !(readOnly() && streaming && !state.ended));
   setHidden(el.send, Boolean(streaming));
   setHidden(el.stop, !streaming);
   setHidden(el.empty, state.messages.length > 0 || !state.loaded);
@@ -275,15 +279,23 @@ export function removeViews(messages) {
   renderControls();
 }
 
+/** The chat's title (the server's, from the snapshot and `title` events) in the tab's name. */
+export function renderTitle() {
+  document.title = state.title ? `${state.title} · chatrelay` : "chatrelay";
+}
+
 export function showFatal(text) {
   el.fatal.replaceChildren();
   const p = document.createElement("p");
   p.textContent = text;
-  const a = document.createElement("a");
-  a.href = "/";
-  a.className = "btn primary";
-  a.textContent = "Start a new chat";
-  el.fatal.append(p, a);
+  el.fatal.append(p);
+  if (!readOnly()) { // a share link's viewer may have nothing to sign in to
+    const a = document.createElement("a");
+    a.href = "/";
+    a.className = "btn primary";
+    a.textContent = "Start a new chat";
+    el.fatal.append(a);
+  }
   el.fatal.hidden = false;
   el.empty.hidden = true;
   el.composer.hidden = true;
