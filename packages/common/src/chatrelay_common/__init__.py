@@ -1,6 +1,6 @@
 """What the chatrelay services share: event types and wire encoding, Redis names, the store."""
 
-from ._auth import AUTH_COOKIE, LoginThrottle, LoginTokens
+from ._auth import AUTH_COOKIE, Login, LoginThrottle, LoginTokens
 from ._events import (
     Delta,
     Done,
@@ -48,6 +48,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "LoggedEvent",
+    "Login",
     "LoginThrottle",
     "LoginTokens",
     "Message",

@@ -10,6 +10,8 @@ __all__ = [
     "LEASES",
     "LOG_FIELDS",
     "SESSION_KEY_SUFFIXES",
+    "USERS",
+    "USER_PREFIX",
     "WEB_HOME_PREFIX",
     "SessionKeys",
 ]
@@ -23,6 +25,10 @@ LEASES = f"{PREFIX}:leases"
 # Each web process subscribes to ``<this><random id>`` for its lifetime, so that its pub/sub
 # connection always has a channel (nothing is published there).
 WEB_HOME_PREFIX = f"{PREFIX}:web:"
+# Accounts: the set of usernames, and each user's hash at ``<this><username>`` (fields
+# ``hash``: argon2id; ``stamp``: random, replaced by a new password, signs the user's logins).
+USERS = f"{PREFIX}:users"
+USER_PREFIX = f"{PREFIX}:user:"
 
 # What follows a session's key prefix (``SessionKeys.base``) in each of its keys. The Lua
 # scripts build the keys they do not get in KEYS from these: the store composes them into the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
@@ -16,6 +18,7 @@ from ._store import (
     DEFAULT_SESSION_TTL_SECONDS,
     SessionStore,
 )
+from ._users import Users
 
 __all__ = ["DEMO_MODEL", "ServiceSettings"]
 
@@ -62,6 +65,9 @@ class ServiceSettings(BaseSettings):
     )
     # When set, every API and events route requires the login cookie.
     site_password: SecretStr | None = Field(default=None, validation_alias="SITE_PASSWORD")
+    # Accounts (``python -m chatrelay_gateway users ...``): each login is a user's, and each
+    # user sees only their own conversations. Refused together with SITE_PASSWORD.
+    accounts: bool = Field(default=False, validation_alias="CHATRELAY_ACCOUNTS")
     # Signs login cookies. Unset: one is generated once into Redis and shared by every replica.
     secret: SecretStr | None = Field(default=None, validation_alias="CHATRELAY_SECRET")
     login_max_age: int = Field(
@@ -70,18 +76,42 @@ class ServiceSettings(BaseSettings):
     # Failed logins allowed per client address per window; then 429 until the window ends.
     login_max_failures: int = Field(default=5, ge=1, validation_alias="LOGIN_MAX_FAILURES")
     login_window_seconds: int = Field(default=60, ge=1, validation_alias="LOGIN_WINDOW_SECONDS")
+    # Accounts: failed logins allowed per username (from any address) per window. Higher than
+    # the per-address limit, so that a stranger cannot easily lock a user out.
+    login_max_failures_per_user: int = Field(
+        default=20, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_USER"
+    )
     # With a real API key and no SITE_PASSWORD the gateway serves only this machine unless set.
     allow_open_access: bool = Field(default=False, validation_alias="ALLOW_OPEN_ACCESS")
 
+    @model_validator(mode="after")
+    def _one_kind_of_login(self) -> Self:
+        if self.accounts and self.site_password is not None:
+            raise ValueError(
+                "CHATRELAY_ACCOUNTS=1 and SITE_PASSWORD are both set: accounts replace the "
+                "shared password; unset one of them"
+            )
+        return self
+
+    @property
+    def login_in_force(self) -> bool:
+        """Whether the API and the page need a login (SITE_PASSWORD or accounts)."""
+        return self.accounts or self.site_password is not None
+
     def login_tokens(self, redis: Redis) -> LoginTokens | None:
-        """The login cookie signer, or None when no ``SITE_PASSWORD`` is set (no login)."""
+        """The login cookie signer, or None when no login is in force."""
+        secret = None if self.secret is None else self.secret.get_secret_value()
+        if self.accounts:
+            return LoginTokens(
+                redis, users=Users(redis), max_age=self.login_max_age, configured_secret=secret
+            )
         if self.site_password is None:
             return None
         return LoginTokens(
             redis,
             password=self.site_password.get_secret_value(),
             max_age=self.login_max_age,
-            configured_secret=None if self.secret is None else self.secret.get_secret_value(),
+            configured_secret=secret,
         )
 
     def session_store(self, redis: Redis) -> SessionStore:
@@ -97,4 +127,10 @@ class ServiceSettings(BaseSettings):
     def login_throttle(self, redis: Redis) -> LoginThrottle:
         return LoginThrottle(
             redis, max_failures=self.login_max_failures, window=self.login_window_seconds
+        )
+
+    def user_login_throttle(self, redis: Redis) -> LoginThrottle:
+        """Accounts: failed logins counted per username (key ``user:<name>``)."""
+        return LoginThrottle(
+            redis, max_failures=self.login_max_failures_per_user, window=self.login_window_seconds
         )
