@@ -9,12 +9,25 @@ off, or a message whose POST was cut off, is retried here once, and only for tha
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 from playwright.async_api import BrowserContext, Locator, Page, Request, expect
 from playwright.async_api import Error as PlaywrightError
 
-__all__ = ["SESSION_URL", "last_reply", "open_chat", "reply_text", "send", "session_id"]
+__all__ = [
+    "SESSION_URL",
+    "chat_titles",
+    "last_reply",
+    "open_chat",
+    "reply_text",
+    "same_owner",
+    "seed_chat",
+    "send",
+    "session_id",
+    "sign_in",
+]
 
 SESSION_URL = re.compile(r"/s/[A-Za-z0-9_-]{16,}$")
 NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
@@ -80,3 +93,46 @@ def last_reply(page: Page) -> Locator:
 
 async def reply_text(page: Page) -> str:
     return await last_reply(page).locator(".body").inner_text()
+
+
+async def sign_in(context: BrowserContext, password: str) -> None:
+    """The site password's login cookie in ``context`` (its request client shares the jar)."""
+    answer = await context.request.post("/api/login", data={"password": password})
+    assert answer.status == 204, await answer.text()
+
+
+async def same_owner(context: BrowserContext, like: BrowserContext, base_url: str) -> None:
+    """Open mode: ``context`` becomes the same anonymous owner as ``like`` (another device
+    of one person), by the owner cookie ``like`` got from the server."""
+    cookies = [c for c in await like.cookies() if c["name"] == "chatrelay_owner"]
+    assert len(cookies) == 1, await like.cookies()
+    await context.add_cookies(
+        [{"name": "chatrelay_owner", "value": cookies[0]["value"], "url": base_url}]
+    )
+
+
+async def seed_chat(context: BrowserContext, *messages: str) -> str:
+    """A chat of ``context``'s owner made through the API, each message answered before the
+    next is sent (``echo: <message>`` from the scripted model); returns its id."""
+    created = await context.request.post("/api/sessions", data={})
+    assert created.status == 201, await created.text()
+    session: str = (await created.json())["id"]
+    for count, message in enumerate(messages, start=1):
+        posted = await context.request.post(
+            f"/api/sessions/{session}/messages", data={"content": message}
+        )
+        assert posted.status == 202, await posted.text()
+        deadline = time.monotonic() + 20
+        while True:
+            snapshot = await (await context.request.get(f"/api/sessions/{session}")).json()
+            replies = [m for m in snapshot["messages"] if m["role"] == "assistant"]
+            if len(replies) == count and replies[-1]["status"] == "complete":
+                break
+            assert time.monotonic() < deadline, snapshot
+            await asyncio.sleep(0.05)
+    return session
+
+
+def chat_titles(page: Page) -> Locator:
+    """The titles the sidebar lists, in its order."""
+    return page.locator("#recent-list .recent-item .recent-row a")
