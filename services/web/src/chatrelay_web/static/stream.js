@@ -13,6 +13,8 @@ import {
 } from "./views.js";
 import { EVENTS } from "/wire.js";
 
+const REVOKED = "revoked";
+
 function applySnapshot(data) {
   state.settings = { system: null, model: null, temperature: null, ...(data.settings || {}) };
   state.messages = (data.messages || []).map(normalizeMessage).filter((m) => m.role !== "system");
@@ -99,7 +101,7 @@ const handlers = {
     dropSession(state.sessionId);
     showFatal("This chat was deleted.");
   },
-  revoked() {
+  [REVOKED]() {
     stopStream("revoked");
     showFatal("This share link was revoked: the conversation is no longer shared.");
   },
@@ -191,8 +193,11 @@ export function connect() {
     setConn(navigator.onLine ? "reconnecting" : "offline", navigator.onLine ? "reconnecting" : "offline");
     diagnoseAndRetry();
   };
-  // Every event the server defines (wire.js comes from its event structs).
-  for (const type of Object.values(EVENTS)) {
+  // Every event the server defines (wire.js comes from its event structs), and on a share
+  // link `revoked`, which only its viewers get (it is not in the session's log).
+  const types = new Set(Object.values(EVENTS));
+  if (readOnly()) types.add(REVOKED);
+  for (const type of types) {
     es.addEventListener(type, (event) => {
       if (es === source) onEvent(type, event);
     });
