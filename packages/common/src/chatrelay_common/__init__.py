@@ -23,10 +23,11 @@ from ._events import (
     encode_sse,
     encode_wire,
 )
-from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys
+from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys, ShareKeys
 from ._redis import open_redis
 from ._service import serve, store_lifespan
 from ._settings import DEMO_MODEL, ServiceSettings
+from ._share import REVOKED_FRAME, Revoked, ShareLink, ShareLinks, is_share_token
 from ._store import (
     LoggedEvent,
     NothingToRegenerateError,
@@ -42,6 +43,7 @@ __all__ = [
     "AUTH_COOKIE",
     "CONTROL_CHANNEL",
     "DEMO_MODEL",
+    "REVOKED_FRAME",
     "WEB_HOME_PREFIX",
     "Delta",
     "Done",
@@ -58,6 +60,7 @@ __all__ = [
     "ReplyBusyError",
     "ReplyError",
     "Reset",
+    "Revoked",
     "ServiceSettings",
     "SessionFullError",
     "SessionKeys",
@@ -65,6 +68,9 @@ __all__ = [
     "SessionSettings",
     "SessionStore",
     "SettingsChanged",
+    "ShareKeys",
+    "ShareLink",
+    "ShareLinks",
     "Snapshot",
     "Start",
     "Timing",
@@ -75,6 +81,7 @@ __all__ = [
     "encode_sse",
     "encode_wire",
     "is_session_id",
+    "is_share_token",
     "new_id",
     "open_redis",
     "serve",

@@ -10,10 +10,13 @@ __all__ = [
     "LEASES",
     "LOG_FIELDS",
     "SESSION_KEY_SUFFIXES",
+    "SHARE_PREFIX",
+    "SHARE_REVOKED_SUFFIX",
     "USERS",
     "USER_PREFIX",
     "WEB_HOME_PREFIX",
     "SessionKeys",
+    "ShareKeys",
 ]
 
 PREFIX = "chatrelay"
@@ -25,6 +28,12 @@ LEASES = f"{PREFIX}:leases"
 # Each web process subscribes to ``<this><random id>`` for its lifetime, so that its pub/sub
 # connection always has a channel (nothing is published there).
 WEB_HOME_PREFIX = f"{PREFIX}:web:"
+# A share link's key is ``<this><token>``: the id of the session it shows (whose hash names
+# the token in its ``share`` field). Its viewers hear of its revocation on the key plus
+# ``SHARE_REVOKED_SUFFIX`` (a channel). Outside the session's hash tag: the token must not
+# lead to the session id.
+SHARE_PREFIX = f"{PREFIX}:share:"
+SHARE_REVOKED_SUFFIX = ":revoked"
 # Accounts: the set of usernames, and each user's hash at ``<this><username>`` (fields
 # ``hash``: argon2id; ``stamp``: random, replaced by a new password, signs the user's logins).
 USERS = f"{PREFIX}:users"
@@ -68,6 +77,8 @@ HASH_FIELDS = {
     "CREATED": "created",
     "MODEL": "model",
     "ENDING": "ending",
+    # A session's active share token, if it has one.
+    "SHARE": "share",
 }
 # Fields of a log entry (``SessionKeys.log``), likewise.
 LOG_FIELDS = {"NAME": "e", "DATA": "d"}
@@ -126,3 +137,18 @@ class SessionKeys:
         """String: a reply's reasoning ("thinking"), APPENDed to while streaming; absent when
         it has none."""
         return self.base + _REASONING + message_id
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys:
+    token: str
+
+    @property
+    def link(self) -> str:
+        """String: the id of the session this token shows; expires with the session."""
+        return SHARE_PREFIX + self.token
+
+    @property
+    def revoked(self) -> str:
+        """Pub/sub channel: a message here ends every viewer stream of this token."""
+        return SHARE_PREFIX + self.token + SHARE_REVOKED_SUFFIX

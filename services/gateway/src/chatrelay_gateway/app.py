@@ -35,6 +35,7 @@ from ._login import LoginController
 from ._models import ModelCatalog
 from ._schemas import GatewayRequest
 from ._settings import GatewaySettings
+from ._share import ShareController
 from ._transport import upstream_client
 from ._upstream import UpstreamConfig
 
@@ -84,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             SessionController,
+            ShareController,
             ModelsController,
             LoginController,
             health_controller(),
