@@ -110,7 +110,12 @@ async def test_a_tampered_cookie_is_refused(
     assert (await client.get(auth, headers=with_cookie(token))).json()["authenticated"] is True
     for value in tampered:
         answer = await client.get(auth, headers=with_cookie(value))
-        assert answer.json() == {"required": True, "authenticated": False}, value
+        assert answer.json() == {
+            "required": True,
+            "authenticated": False,
+            "mode": "password",
+            "user": None,
+        }, value
 
 
 @pytest.mark.parametrize(
@@ -207,7 +212,7 @@ async def test_the_secret_is_made_once_and_shared(
     env = {"REDIS_URL": redis_server_url, "SITE_PASSWORD": SITE_PASSWORD}
     with run_service("gateway", env, service_logs) as replica:
         answer = await client.get(f"{replica.url}/api/auth", headers=with_cookie(token))
-        assert answer.json() == {"required": True, "authenticated": True}
+        assert answer.json()["authenticated"] is True
         assert secret.decode() not in replica.log()
     assert await redis.get("chatrelay:auth:secret") == secret
 
@@ -288,11 +293,17 @@ async def test_the_page_can_ask_whether_a_login_is_needed(
     client: httpx.AsyncClient, locked_gateway: Service, gateway: Service
 ) -> None:
     auth = f"{locked_gateway.url}/api/auth"
-    assert (await client.get(auth)).json() == {"required": True, "authenticated": False}
+    signed_out = {"required": True, "authenticated": False, "mode": "password", "user": None}
+    assert (await client.get(auth)).json() == signed_out
     token = await log_in(client, locked_gateway.url)
     assert (await client.get(auth, headers=with_cookie(token))).json() == {
-        "required": True,
+        **signed_out,
         "authenticated": True,
     }
     open_auth = await client.get(f"{gateway.url}/api/auth")
-    assert open_auth.json() == {"required": False, "authenticated": True}
+    assert open_auth.json() == {
+        "required": False,
+        "authenticated": True,
+        "mode": "open",
+        "user": None,
+    }

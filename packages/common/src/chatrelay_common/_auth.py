@@ -131,6 +131,11 @@ class LoginTokens:
     def accounts(self) -> bool:
         return self._users is not None
 
+    @property
+    def users(self) -> Users | None:
+        """The accounts (one per process: it bounds concurrent hashing), or None."""
+        return self._users
+
     async def issue(self, user: str | None = None) -> str:
         """A new cookie value: a fresh login session starting now (of ``user``, an existing
         account's stored name, with accounts)."""

@@ -14,7 +14,13 @@ from ._identity import (
     owner_cookie_middleware,
     user_owner,
 )
-from ._login import SIGN_IN_UNAVAILABLE, authenticated, login_required, login_tokens
+from ._login import (
+    SIGN_IN_UNAVAILABLE,
+    authenticated,
+    current_login,
+    login_required,
+    login_tokens,
+)
 from ._metrics import METRICS_NAMESPACE, METRICS_PATH, MetricsController, request_metrics
 from ._provide import from_state, provide_value
 
@@ -29,6 +35,7 @@ __all__ = [
     "MetricsController",
     "NotReady",
     "authenticated",
+    "current_login",
     "error_response",
     "exception_handlers",
     "from_state",

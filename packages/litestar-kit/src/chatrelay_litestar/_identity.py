@@ -28,7 +28,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._login import authenticated, login_tokens
+from ._login import current_login, login_tokens
 
 __all__ = [
     "OWNER_COOKIE",
@@ -74,22 +74,21 @@ def _new_anonymous_owner() -> str:
 
 
 async def login_user(state: State, auth_cookie: str | None) -> str | None:
-    """The user a valid login cookie carries; None for ``SITE_PASSWORD``'s shared login.
-    Extension point of the accounts mode: it reads the username from the token here."""
-    del state, auth_cookie
-    return None
+    """The user a valid login cookie carries; None for ``SITE_PASSWORD``'s shared login (or
+    no valid login)."""
+    login = await current_login(state, auth_cookie)
+    return None if login is None else login.user
 
 
 async def _identity(state: State, cookies: Mapping[str, str]) -> tuple[Identity, bool]:
     """The identity and whether its owner was made up just now (open mode, no cookie)."""
     if login_tokens(state) is not None:
-        auth_cookie = cookies.get(AUTH_COOKIE)
-        if not await authenticated(state, auth_cookie):
+        login = await current_login(state, cookies.get(AUTH_COOKIE))
+        if login is None:
             raise NotAuthorizedException(detail="Login required")
-        user = await login_user(state, auth_cookie)
-        if user is None:
+        if login.user is None:
             return Identity(SITE_OWNER), False
-        return Identity(user_owner(user), user), False
+        return Identity(user_owner(login.user), login.user), False
     owner = cookies.get(OWNER_COOKIE)
     if owner is not None and is_anonymous_owner(owner):
         return Identity(owner), False

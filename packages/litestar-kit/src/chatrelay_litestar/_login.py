@@ -1,17 +1,24 @@
-"""``SITE_PASSWORD``: whether a request carries a valid login cookie, and the route guard."""
+"""``SITE_PASSWORD`` and accounts: whether a request carries a valid login cookie (and whose),
+and the route guard."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from chatrelay_common import AUTH_COOKIE, LoginTokens, ServiceSettings
+from chatrelay_common import AUTH_COOKIE, Login, LoginTokens, ServiceSettings
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.handlers import BaseRouteHandler
 from redis.exceptions import RedisError
 
-__all__ = ["SIGN_IN_UNAVAILABLE", "authenticated", "login_required", "login_tokens"]
+__all__ = [
+    "SIGN_IN_UNAVAILABLE",
+    "authenticated",
+    "current_login",
+    "login_required",
+    "login_tokens",
+]
 
 SIGN_IN_UNAVAILABLE = "Sign-in is unavailable right now (Redis is unreachable); retry soon"
 
@@ -25,15 +32,23 @@ def login_tokens(state: State) -> LoginTokens | None:
     return tokens
 
 
-async def authenticated(state: State, cookie: str | None) -> bool:
-    """No password set, or ``cookie`` is a valid login; 503 while Redis cannot tell."""
+async def current_login(state: State, cookie: str | None) -> Login | None:
+    """The valid login ``cookie`` holds (its ``user`` with accounts); None without one, or
+    when no login is in force. 503 while Redis cannot tell."""
     tokens = login_tokens(state)
     if tokens is None:
-        return True
+        return None
     try:
-        return await tokens.verify(cookie)
+        return await tokens.login(cookie)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableException(detail=SIGN_IN_UNAVAILABLE) from exc
+
+
+async def authenticated(state: State, cookie: str | None) -> bool:
+    """No login in force, or ``cookie`` is a valid login; 503 while Redis cannot tell."""
+    if login_tokens(state) is None:
+        return True
+    return await current_login(state, cookie) is not None
 
 
 async def login_required(
