@@ -86,7 +86,7 @@ def _keep_nginx_logs(logs: Path, name: str) -> None:
 
 @contextlib.contextmanager
 def run_stack(
-    redis_url: str, *, name: str = "main", password: str | None = None
+    redis_url: str, *, name: str = "main", password: str | None = None, accounts: bool = False
 ) -> Iterator[Stack]:
     LOGS.mkdir(parents=True, exist_ok=True)
     ports = {what: free_port() for what in ("gateway", "web", "https", "http")}
@@ -114,6 +114,8 @@ def run_stack(
         }
         if password is not None:
             env["SITE_PASSWORD"] = password
+        if accounts:  # users log in by name (python -m chatrelay_gateway users add NAME)
+            env["CHATRELAY_ACCOUNTS"] = "1"
         stack = Stack(
             url=f"https://127.0.0.1:{ports['https']}",
             gateway_url=f"http://127.0.0.1:{ports['gateway']}",

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
 
+import pytest
+from chatrelay_common._users import Users
 from playwright.async_api import BrowserContext, Page, expect
+from redis.asyncio import Redis
 
 from tests.browser.browsing import SITE_PASSWORD, Contexts
 from tests.browser.pages import (
@@ -21,11 +26,39 @@ from tests.browser.pages import (
     session_id,
     sign_in,
 )
-from tests.browser.stack import Stack
+from tests.browser.stack import Stack, run_stack
 from tests.support.fake_upstream import slow_text
 
 PAGE_SIZE = 30  # history.js asks for this many chats at a time
 SEEDED = PAGE_SIZE + 3
+ACCOUNT_PASSWORD = "a long enough secret 42"
+
+
+@pytest.fixture(scope="module")
+def accounts_stack(redis_server_url: str) -> Iterator[Stack]:
+    with run_stack(redis_server_url, name="accounts", accounts=True) as running:
+        yield running
+
+
+@pytest.fixture
+async def accounts(redis_server_url: str) -> AsyncIterator[tuple[str, str]]:
+    """Two accounts of their own (``users add`` writes the same records)."""
+    redis = Redis.from_url(redis_server_url)
+    users = Users(redis)
+    suffix = secrets.token_hex(3)
+    names = (f"alice-{suffix}", f"bob-{suffix}")
+    for name in names:
+        await users.add(name, ACCOUNT_PASSWORD)
+    yield names
+    for name in names:
+        await users.remove(name)
+    await redis.aclose()
+
+
+async def _log_in_on_the_page(page: Page, name: str, password: str) -> None:
+    await page.locator("#username").fill(name)
+    await page.locator("#password").fill(password)
+    await page.locator("#login-submit").click()
 
 
 async def _item_action(page: Page, title: str, action: str) -> None:
@@ -203,3 +236,44 @@ async def test_log_out_shows_only_when_a_login_is_in_force(
     await page.locator("#logout").click()
     await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
     await expect(page.locator("#username-field")).to_be_hidden()  # one shared password
+
+
+async def test_accounts_log_in_by_name_and_see_only_their_own_chats(
+    contexts: Contexts, accounts_stack: Stack, accounts: tuple[str, str]
+) -> None:
+    alice, bob = accounts
+    device_a = await contexts.new(accounts_stack.url)
+    page = await device_a.new_page()
+    await page.goto("/")
+    await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+    await expect(page.locator("#username-field")).to_be_visible()
+    await expect(page.locator("#login-intro")).to_have_text("Sign in with your account.")
+    await _log_in_on_the_page(page, alice, "not the password")
+    await expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+    await _log_in_on_the_page(page, alice, ACCOUNT_PASSWORD)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#whoami")).to_have_text(alice)
+    await expect(page.locator("#logout")).to_be_visible()
+    await send(page, "slow 150 40")
+    await expect(last_reply(page).locator(".body")).to_contain_text("w003")
+
+    # Alice on another device: the chat is in her list and streams there live.
+    device_b = await contexts.new(accounts_stack.url)
+    other = await device_b.new_page()
+    await other.goto("/login")
+    await _log_in_on_the_page(other, alice, ACCOUNT_PASSWORD)
+    await expect(other.locator("#conn")).to_have_attribute("data-state", "live")
+    await chat_titles(other).filter(has_text=re.compile("^slow 150 40$")).click()
+    await expect(other).to_have_url(f"/s/{session_id(page)}")
+    await expect(last_reply(other)).to_have_attribute("data-status", "streaming")
+    await expect(last_reply(other)).to_have_attribute("data-status", "complete", timeout=30_000)
+    await expect(last_reply(other).locator(".body")).to_have_text(slow_text(150))
+
+    # Bob lists none of it, and her chat's address is no chat to him.
+    bobs = await contexts.new(accounts_stack.url)
+    bob_page = await bobs.new_page()
+    await bob_page.goto(f"/login?next=/s/{session_id(page)}")
+    await _log_in_on_the_page(bob_page, bob, ACCOUNT_PASSWORD)
+    await expect(bob_page.locator("#fatal")).to_contain_text("does not exist")
+    await expect(bob_page.locator("#whoami")).to_have_text(bob)
+    await expect(chat_titles(bob_page)).to_have_count(0)
