@@ -100,10 +100,14 @@ function renderItem(item) {
 
 let endObserver = null;
 
+// Every page load at "/" makes a chat: those never written in are not worth a line.
+const worthListing = (item) => item.message_count !== 0;
+
 function render() {
-  el.recentList.replaceChildren(...list.items.map(renderItem));
+  const shown = list.items.filter(worthListing);
+  el.recentList.replaceChildren(...shown.map(renderItem));
   el.recentEmpty.textContent = list.query ? "No chats match." : "Your chats appear here.";
-  el.recentEmpty.hidden = list.items.length > 0 || list.loading !== null;
+  el.recentEmpty.hidden = shown.length > 0 || list.loading !== null;
   el.recentMore.hidden = list.next === null;
   if (endObserver && list.next !== null) {
     // Observing afresh reports where the sentinel is now: a page too short to fill the
