@@ -39,7 +39,10 @@ async def test_sharing_makes_one_token_shared_again_until_revoked(
     # Stored: token -> session id, living as long as the session; the session names it.
     link = ShareKeys(token).link
     assert await redis.get(link) == session_id.encode()
-    session_ttl, link_ttl = await redis.pttl(SessionKeys(session_id).session), await redis.pttl(link)
+    session_ttl, link_ttl = (
+        await redis.pttl(SessionKeys(session_id).session),
+        await redis.pttl(link),
+    )
     print(f"session TTL {session_ttl} ms, link TTL {link_ttl} ms")
     assert 0 < link_ttl <= session_ttl
     assert session_ttl - link_ttl < 5_000

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -29,7 +30,15 @@ from ._fanout import Fanout
 from ._settings import WebSettings
 from ._wire_module import WIRE_MODULE
 
-__all__ = ["PageController", "events_session_id", "open_events"]
+__all__ = [
+    "STATIC_DIR",
+    "PageController",
+    "answer_error",
+    "events_session_id",
+    "open_events",
+    "requested_event_id",
+    "shared_snapshots",
+]
 
 logger = logging.getLogger("chatrelay")
 
@@ -73,6 +82,24 @@ def _event_id(raw: str | None) -> int | None:
     return int(raw)
 
 
+def requested_event_id(scope: HTTPScope) -> int | None:
+    """The ``Last-Event-ID`` header (EventSource sends it when it reconnects), else
+    ``?last_event_id=`` (a first load may ask); 400 when malformed."""
+    raw = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"last-event-id"), None)
+    if raw is None:
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        raw = next((value for key, value in query if key == "last_event_id"), None)
+    return _event_id(raw)
+
+
+def shared_snapshots(state: State) -> SharedSnapshots:
+    """The process's one ``SharedSnapshots``, made on first use."""
+    if "shared_snapshots" not in state:
+        state.shared_snapshots = SharedSnapshots(state.store)
+    snapshots: SharedSnapshots = state.shared_snapshots
+    return snapshots
+
+
 def events_session_id(scope: HTTPScope) -> str | None:
     """The session of a ``GET /api/sessions/{session_id}/events``, else None."""
     if scope["method"] != "GET":
@@ -86,20 +113,11 @@ async def _open_events(
 ) -> EventStream:
     """The checks, in the order (and with the answers) the API gives: login (401), the
     ``Last-Event-ID`` header or ``?last_event_id=`` (400), the session (404), Redis (503)."""
-    last_event_id: str | None = None
-    cookies: list[str] = []
-    for name, value in scope["headers"]:
-        if name == b"last-event-id" and last_event_id is None:
-            last_event_id = value.decode("latin-1")
-        elif name == b"cookie":
-            cookies.append(value.decode("latin-1"))
+    cookies = [value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie"]
     cookie = parse_cookie_string("; ".join(cookies)).get(AUTH_COOKIE) if cookies else None
     if not await authenticated(state, cookie):
         raise NotAuthorizedException(detail="Login required")
-    if last_event_id is None:  # EventSource's reconnect sends the header; a first load may ask
-        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        last_event_id = next((value for key, value in query if key == "last_event_id"), None)
-    after = _event_id(last_event_id)
+    after = requested_event_id(scope)
     unavailable = ServiceUnavailableException(detail="Live events are unavailable; retry soon")
     if not is_session_id(session_id):
         raise NotFoundException(detail="No such session")
@@ -117,15 +135,16 @@ async def _open_events(
     if not fanout.connected or fanout.draining:
         raise unavailable
     timing: StreamTiming = state.stream_timing
-    if "shared_snapshots" not in state:
-        state.shared_snapshots = SharedSnapshots(store)
-    snapshots: SharedSnapshots = state.shared_snapshots
-    return EventStream(store, fanout, session_id, after, timing, opening, snapshots)
+    return EventStream(store, fanout, session_id, after, timing, opening, shared_snapshots(state))
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
+async def answer_error(
+    send: Send, status: int, detail: str, extra_headers: Mapping[str, str] | None = None
+) -> None:
+    """An error as the API gives them (``{"detail": ...}``), from a bare ASGI endpoint."""
     body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -149,10 +168,10 @@ async def open_events(
         async with opening:
             return await _open_events(state, scope, session_id, opening)
     except HTTPException as exc:
-        await _answer(send, exc.status_code, exc.detail)
+        await answer_error(send, exc.status_code, exc.detail)
     except Exception:
         logger.exception("unhandled error opening the events of a session")
-        await _answer(send, 500, "Internal server error")
+        await answer_error(send, 500, "Internal server error")
     return None
 
 

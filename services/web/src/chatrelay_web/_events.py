@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
+import msgspec
 from chatrelay_common import (
     Delta,
     Done,
@@ -78,9 +79,12 @@ class _Frame:
     in_flight: bool
 
 
-async def _snapshot_frame(store: SessionStore, session_id: str) -> _Frame:
+async def _snapshot_frame(store: SessionStore, session_id: str, public_id: str) -> _Frame:
+    """``public_id`` is the ``id`` the snapshot shows: the session's, or a share token."""
     snapshot = await store.snapshot(session_id)
     in_flight = any(message.status == "streaming" for message in snapshot.messages)
+    if public_id != session_id:
+        snapshot = msgspec.structs.replace(snapshot, id=public_id)
     frame = encode_sse(snapshot.seq, snapshot.name, encode_data(snapshot))
     return _Frame(snapshot.seq, frame, in_flight)
 
@@ -92,7 +96,9 @@ class SharedSnapshots:
 
     A tab may only share a read that started after its own subscription was confirmed: then
     every event the snapshot lacks reaches the tab live, exactly as with a read of its own.
-    ``epoch`` (taken once subscribed) orders the two: each read takes a higher one."""
+    ``epoch`` (taken once subscribed) orders the two: each read takes a higher one.
+    Reads are shared per ``public_id`` (the id the snapshot shows: a share link's viewers
+    get the token there, never the session id)."""
 
     __slots__ = ("_epoch", "_reads", "_store")
 
@@ -105,27 +111,31 @@ class SharedSnapshots:
     def epoch(self) -> int:
         return self._epoch
 
-    async def __call__(self, session_id: str, subscribed_at: int) -> _Frame:
-        """The snapshot of ``session_id`` from a read started after epoch ``subscribed_at``."""
-        current = self._reads.get(session_id)
+    async def __call__(
+        self, session_id: str, subscribed_at: int, public_id: str | None = None
+    ) -> _Frame:
+        """The snapshot of ``session_id`` from a read started after epoch ``subscribed_at``,
+        showing ``public_id`` (default: the session id) as its ``id``."""
+        public_id = session_id if public_id is None else public_id
+        current = self._reads.get(public_id)
         if current is not None and current[0] > subscribed_at:
             return await asyncio.shield(current[1])
         self._epoch += 1
-        read = asyncio.ensure_future(_snapshot_frame(self._store, session_id))
-        self._reads[session_id] = (self._epoch, read)
-        read.add_done_callback(lambda _: self._forget(session_id, read))
+        read = asyncio.ensure_future(_snapshot_frame(self._store, session_id, public_id))
+        self._reads[public_id] = (self._epoch, read)
+        read.add_done_callback(lambda _: self._forget(public_id, read))
         return await asyncio.shield(read)
 
-    def _forget(self, session_id: str, read: asyncio.Future[_Frame]) -> None:
-        current = self._reads.get(session_id)
+    def _forget(self, public_id: str, read: asyncio.Future[_Frame]) -> None:
+        current = self._reads.get(public_id)
         if current is not None and current[1] is read:
-            del self._reads[session_id]
+            del self._reads[public_id]
         if not read.cancelled():
             read.exception()  # retrieved: every waiter may have left
 
 
 async def _replay(
-    store: SessionStore, session_id: str, after: int, in_flight: bool
+    store: SessionStore, session_id: str, after: int, in_flight: bool, public_id: str
 ) -> AsyncIterator[_Frame]:
     """Every logged event after ``after``. When the log no longer holds them all (trimmed, or
     an id this session never had), a ``reset`` and a fresh snapshot."""
@@ -135,7 +145,7 @@ async def _replay(
         if (events and events[0].seq != after + 1) or (last_seq is not None and after > last_seq):
             RESETS.inc()
             reset = encode_sse(None, Reset.name, encode_data(Reset(last_event_id=after)))
-            snapshot = await _snapshot_frame(store, session_id)
+            snapshot = await _snapshot_frame(store, session_id, public_id)
             yield _Frame(snapshot.seq, reset + snapshot.frame, snapshot.in_flight)
             return
         for event in events:
@@ -166,9 +176,14 @@ class EventStream:
     ``_step``, the subscriber's ``take``). Written push-style (each step writes, then
     returns) so that no bytes stay referenced while the connection waits: a generator's
     locals would keep the last chunk, a snapshot of the whole conversation at first, alive
-    for every idle connection."""
+    for every idle connection.
+
+    A share link's viewer gets the same stream with two differences: ``public_id`` (the
+    token) stands in for the session id in every snapshot, and ``ends`` (the link's
+    revocation) ends the stream once it resolves, after writing the frame it resolves to."""
 
     __slots__ = (
+        "_ends",
         "_fanout",
         "_in_flight",
         "_last",
@@ -176,6 +191,7 @@ class EventStream:
         "_last_heard",
         "_last_write",
         "_opening",
+        "_public_id",
         "_send",
         "_session_id",
         "_snapshots",
@@ -195,7 +211,12 @@ class EventStream:
         timing: StreamTiming,
         opening: asyncio.Semaphore,
         snapshots: SharedSnapshots,
+        *,
+        public_id: str | None = None,
+        ends: asyncio.Future[bytes] | None = None,
     ) -> None:
+        self._public_id = session_id if public_id is None else public_id
+        self._ends = ends
         self._opening = opening
         self._snapshots = snapshots
         self._store = store
@@ -220,12 +241,19 @@ class EventStream:
                 subscriber = self._subscriber = await self._fanout.join(channel)
                 try:
                     gone.add_done_callback(subscriber.close)
+                    if self._ends is not None:
+                        self._ends.add_done_callback(subscriber.close)
                     await self._open(self._snapshots.epoch)
                     self._last_write = self._last_heard = asyncio.get_running_loop().time()
                     while await self._step():
                         pass
+                    ends = self._ends
+                    if ends is not None and ends.done() and not gone.done() and ends.result():
+                        await self._write(ends.result())
                 finally:
                     gone.remove_done_callback(subscriber.close)
+                    if self._ends is not None:
+                        self._ends.remove_done_callback(subscriber.close)
                     self._fanout.leave(channel, subscriber)
             except SessionNotFoundError:
                 pass
@@ -246,7 +274,7 @@ class EventStream:
         not keep others from opening."""
         if self._last_event_id is None:
             async with self._opening:
-                snapshot = await self._snapshots(self._session_id, subscribed_at)
+                snapshot = await self._snapshots(self._session_id, subscribed_at, self._public_id)
             self._last, self._in_flight = snapshot.seq, snapshot.in_flight
             await self._write(RETRY + snapshot.frame)
             return
@@ -255,12 +283,15 @@ class EventStream:
         self._last = self._last_event_id
         async with self._opening:
             self._in_flight = await _in_flight_at(self._store, self._session_id, self._last)
-        async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
+        async for replayed in self._replay():
             await self._write(replayed.frame)
             self._last, self._in_flight = replayed.seq, replayed.in_flight
 
+    def _replay(self) -> AsyncIterator[_Frame]:
+        return _replay(self._store, self._session_id, self._last, self._in_flight, self._public_id)
+
     async def _catch_up(self, frames: list[bytes]) -> None:
-        async for replayed in _replay(self._store, self._session_id, self._last, self._in_flight):
+        async for replayed in self._replay():
             frames.append(replayed.frame)
             self._last, self._in_flight = replayed.seq, replayed.in_flight
 

@@ -36,12 +36,20 @@ from ._fanout import Fanout
 from ._health import HealthController
 from ._heap import freeze_after_growth, tune_collector
 from ._settings import WebSettings
+from ._shared import (
+    SharedController,
+    ShareSettings,
+    ShareViewers,
+    open_shared_events,
+    shared_events_token,
+)
 
 __all__ = ["create_app"]
 
 
 class _WebApp(Litestar):
-    """Litestar, with the events streams answered before its router (see ``open_events``)."""
+    """Litestar, with the events streams (a session's, a share link's) answered before its
+    router (see ``open_events``)."""
 
     async def __call__(
         self,
@@ -55,6 +63,11 @@ class _WebApp(Litestar):
                 stream = await open_events(self.state, http_scope, cast("Send", send), session_id)
                 if stream is not None:
                     await stream(http_scope, cast("Receive", receive), cast("Send", send))
+                return
+            if (token := shared_events_token(http_scope)) is not None:
+                viewer = await open_shared_events(self.state, http_scope, cast("Send", send), token)
+                if viewer is not None:
+                    await viewer(http_scope, cast("Receive", receive), cast("Send", send))
                 return
         await super().__call__(scope, receive, send)
 
@@ -112,6 +125,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
     return _WebApp(
         route_handlers=[
             PageController,
+            SharedController,
             HealthController,
             MetricsController,
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
@@ -122,7 +136,9 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
         dependencies={
             "settings": provide_value(settings),
         },
-        state=State({"settings": settings}),
+        state=State(
+            {"settings": settings, "share_viewers": ShareViewers(ShareSettings().max_viewers)}
+        ),
         exception_handlers=exception_handlers(),
         openapi_config=None,
     )
