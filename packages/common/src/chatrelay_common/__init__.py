@@ -2,6 +2,8 @@
 
 from ._auth import AUTH_COOKIE, Login, LoginThrottle, LoginTokens
 from ._events import (
+    STREAM_ENDING_EVENTS,
+    Deleted,
     Delta,
     Done,
     ErrorEvent,
@@ -16,12 +18,21 @@ from ._events import (
     Snapshot,
     Start,
     Timing,
+    TitleChanged,
     Truncate,
     Usage,
     decode_wire,
     encode_data,
     encode_sse,
     encode_wire,
+)
+from ._history import (
+    DEFAULT_SEARCH_MAX_BYTES,
+    DEFAULT_SEARCH_MAX_SESSIONS,
+    History,
+    InvalidCursorError,
+    SessionPage,
+    SessionSummary,
 )
 from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys, ShareKeys
 from ._redis import open_redis
@@ -38,17 +49,25 @@ from ._store import (
     is_session_id,
     new_id,
 )
+from ._titles import TITLE_MAX_CHARS, clean_title
 
 __all__ = [
     "AUTH_COOKIE",
     "CONTROL_CHANNEL",
+    "DEFAULT_SEARCH_MAX_BYTES",
+    "DEFAULT_SEARCH_MAX_SESSIONS",
     "DEMO_MODEL",
     "REVOKED_FRAME",
+    "STREAM_ENDING_EVENTS",
+    "TITLE_MAX_CHARS",
     "WEB_HOME_PREFIX",
+    "Deleted",
     "Delta",
     "Done",
     "ErrorEvent",
     "Event",
+    "History",
+    "InvalidCursorError",
     "LoggedEvent",
     "Login",
     "LoginThrottle",
@@ -65,8 +84,10 @@ __all__ = [
     "SessionFullError",
     "SessionKeys",
     "SessionNotFoundError",
+    "SessionPage",
     "SessionSettings",
     "SessionStore",
+    "SessionSummary",
     "SettingsChanged",
     "ShareKeys",
     "ShareLink",
@@ -74,8 +95,10 @@ __all__ = [
     "Snapshot",
     "Start",
     "Timing",
+    "TitleChanged",
     "Truncate",
     "Usage",
+    "clean_title",
     "decode_wire",
     "encode_data",
     "encode_sse",

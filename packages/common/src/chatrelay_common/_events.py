@@ -13,7 +13,9 @@ from typing import ClassVar, Literal
 import msgspec
 
 __all__ = [
+    "STREAM_ENDING_EVENTS",
     "WIRE_SEPARATOR",
+    "Deleted",
     "Delta",
     "Done",
     "ErrorEvent",
@@ -28,6 +30,7 @@ __all__ = [
     "Snapshot",
     "Start",
     "Timing",
+    "TitleChanged",
     "Truncate",
     "Usage",
     "decode_wire",
@@ -91,6 +94,8 @@ class Snapshot(msgspec.Struct):
     settings: SessionSettings
     messages: list[Message]
     seq: int
+    # Absent until the session has a title (its first message gives it one).
+    title: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessageAdded(msgspec.Struct):
@@ -139,6 +144,19 @@ class SettingsChanged(msgspec.Struct):
     settings: SessionSettings
 
 
+class TitleChanged(msgspec.Struct):
+    """The session was renamed."""
+
+    name: ClassVar[str] = "title"
+    title: str
+
+
+class Deleted(msgspec.Struct):
+    """The session was deleted: nothing of it is left, and its streams end after this."""
+
+    name: ClassVar[str] = "deleted"
+
+
 class Truncate(msgspec.Struct):
     """Removes the message ``from_message_id`` and all after it (``None``: all messages)."""
 
@@ -164,7 +182,11 @@ Event = (
     | SettingsChanged
     | Truncate
     | Reset
+    | TitleChanged
+    | Deleted
 )
+# Logged events after which a session's streams end (the web closes them).
+STREAM_ENDING_EVENTS: frozenset[str] = frozenset({Deleted.name})
 
 _encoder = msgspec.json.Encoder()
 

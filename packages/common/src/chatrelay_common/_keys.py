@@ -9,6 +9,7 @@ __all__ = [
     "HASH_FIELDS",
     "LEASES",
     "LOG_FIELDS",
+    "OWNER_INDEX_PREFIX",
     "SESSION_KEY_SUFFIXES",
     "SHARE_PREFIX",
     "SHARE_REVOKED_SUFFIX",
@@ -28,6 +29,10 @@ LEASES = f"{PREFIX}:leases"
 # Each web process subscribes to ``<this><random id>`` for its lifetime, so that its pub/sub
 # connection always has a channel (nothing is published there).
 WEB_HOME_PREFIX = f"{PREFIX}:web:"
+# Each owner's conversation list (``chatrelay_litestar.Identity.owner``) is a sorted set at
+# ``<this><owner>``: session ids scored by their last activity (Unix ms). It lives as long as
+# its newest session; entries of sessions that expired are pruned when listing.
+OWNER_INDEX_PREFIX = f"{PREFIX}:owner:"
 # A share link's key is ``<this><token>``: the id of the session it shows (whose hash names
 # the token in its ``share`` field). Its viewers hear of its revocation on the key plus
 # ``SHARE_REVOKED_SUFFIX`` (a channel). Outside the session's hash tag: the token must not
@@ -77,6 +82,10 @@ HASH_FIELDS = {
     "CREATED": "created",
     "MODEL": "model",
     "ENDING": "ending",
+    # A session's: its creator's owner (its index is OWNER_INDEX_PREFIX + owner; absent for
+    # sessions made before owners existed), and its title (absent until it has one).
+    "OWNER": "owner",
+    "TITLE": "title",
     # A session's active share token, if it has one.
     "SHARE": "share",
 }

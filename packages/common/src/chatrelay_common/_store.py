@@ -35,6 +35,7 @@ from redis.exceptions import ResponseError
 
 from ._events import (
     WIRE_SEPARATOR,
+    Deleted,
     Delta,
     Done,
     ErrorEvent,
@@ -50,6 +51,7 @@ from ._events import (
     Start,
     Status,
     Timing,
+    TitleChanged,
     Truncate,
     Usage,
     encode_data,
@@ -59,9 +61,11 @@ from ._keys import (
     HASH_FIELDS,
     LEASES,
     LOG_FIELDS,
+    OWNER_INDEX_PREFIX,
     SESSION_KEY_SUFFIXES,
     SessionKeys,
 )
+from ._titles import default_title
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -219,6 +223,11 @@ def _around_slot(event: Event) -> tuple[bytes, bytes]:
     return head, tail
 
 
+def _around_id(text: str) -> tuple[bytes, bytes]:
+    head, tail = text.encode().split(_ID_SLOT.encode())
+    return head, tail
+
+
 def _lua_literal(value: int | str | bytes | tuple[bytes, bytes]) -> str:
     if isinstance(value, int):
         return str(value)
@@ -241,10 +250,24 @@ _LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
     **{f"LOG_{name}": field for name, field in LOG_FIELDS.items()},
     **{code.name: int(code) for codes in (_Outcome, _Delta, _Lease) for code in codes},
     "SEQ_SKIP_AFTER_RESTART": SEQ_SKIP_AFTER_RESTART,
+    "OWNER_INDEX_PREFIX": OWNER_INDEX_PREFIX,
+    # A session's keys from its id alone (the owner index lists ids): prefix and hash.
+    "SESSION_BASE": _around_id(SessionKeys(_ID_SLOT).base),
+    "SESSION_HASH": SessionKeys(_ID_SLOT).session.removeprefix(SessionKeys(_ID_SLOT).base),
     "WIRE_SEPARATOR": WIRE_SEPARATOR,
     **{
         f"{event.name.upper()}_EVENT": event.name
-        for event in (MessageAdded, Start, Delta, Reasoning, ErrorEvent, SettingsChanged, Truncate)
+        for event in (
+            MessageAdded,
+            Start,
+            Delta,
+            Reasoning,
+            ErrorEvent,
+            SettingsChanged,
+            Truncate,
+            TitleChanged,
+            Deleted,
+        )
     },
     "TRUNCATE_ALL_DATA": encode_data(Truncate(from_message_id=None)),
     "TRUNCATE_FROM_DATA": _around_slot(Truncate(from_message_id=_ID_SLOT)),
@@ -279,6 +302,7 @@ _SNAPSHOT = _script("snapshot")
 
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
 _SETTINGS, _SEQ = HASH_FIELDS["SETTINGS"], HASH_FIELDS["SEQ"]
+_OWNER = HASH_FIELDS["OWNER"]
 _LOG_NAME, _LOG_DATA = LOG_FIELDS["NAME"].encode(), LOG_FIELDS["DATA"].encode()
 _encoder = msgspec.json.Encoder()
 
@@ -407,11 +431,19 @@ class SessionStore:
     async def _write(self, script: Any, session_id: str, *args: str | bytes) -> int:
         return int(await self._run(script, session_id, *args))
 
-    async def create(self, settings: SessionSettings) -> str:
+    async def create(self, settings: SessionSettings, *, owner: str | None = None) -> str:
+        """A new session; with ``owner`` it is recorded as its creator's and joins that
+        owner's index (``chatrelay_common.History``)."""
         session_id = new_id()
         key = SessionKeys(session_id).session
+        fields: dict[str, bytes | str | int] = {_SETTINGS: msgspec.json.encode(settings), _SEQ: 0}
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={_SETTINGS: msgspec.json.encode(settings), _SEQ: 0})
+            if owner is not None:
+                fields[_OWNER] = owner
+                index = OWNER_INDEX_PREFIX + owner
+                pipe.zadd(index, {session_id: int(time.time() * 1000)})
+                pipe.expire(index, self._session_ttl)
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, self._session_ttl)
             await pipe.execute()
         return session_id
@@ -435,13 +467,14 @@ class SessionStore:
         out = await self._snapshot(keys=[keys.session], args=[keys.base])
         if not out:
             raise SessionNotFoundError(session_id)
-        seq, settings, *flat = out
+        seq, settings, title, *flat = out
         messages = [_message(*flat[i : i + 8]) for i in range(0, len(flat), 8)]
         return Snapshot(
             id=session_id,
             settings=_settings_decoder.decode(settings),
             messages=messages,
             seq=int(seq),
+            title=msgspec.UNSET if title is None else title.decode(),
         )
 
     async def begin_reply(
@@ -478,6 +511,7 @@ class SessionStore:
             encode_data(Start(reply_id=reply_id, model=model, created_at=created_at)),
             created_at,
             model,
+            "" if content is None else default_title(content),
         )
         if result == _Outcome.NOTHING_TO_REGENERATE:
             raise NothingToRegenerateError(replace_from or "")

@@ -1,6 +1,7 @@
 -- ARGV[9] mode (send|regenerate), [10] truncate-from id ('' none), [11] user message id,
 -- [12] user content, [13] user `message` event data, [14] reply id, [15] `start` data,
--- [16] creation time of both messages (RFC 3339), [17] the reply's model.
+-- [16] creation time of both messages (RFC 3339), [17] the reply's model, [18] the title the
+-- message gives a session that has none ('' none).
 -- The reply id is new for each call: finding it means a retry of a call that ran.
 if redis.call('EXISTS', base .. KEY_MESSAGE .. ARGV[14]) == 1 then return DONE end
 local problem = not_idle()
@@ -19,6 +20,7 @@ elseif from ~= '' then
 end
 if mode == 'send' then
   add_message(ARGV[11], 'user', 'complete', ARGV[12], ARGV[16])
+  if ARGV[18] ~= '' then redis.call('HSETNX', session_key, FIELD_TITLE, ARGV[18]) end
   emit(MESSAGE_EVENT, ARGV[13])
 end
 redis.call('SET', base .. KEY_LOCK, ARGV[14], 'PX', lease_ms)

@@ -70,6 +70,12 @@ local function touch_all()
     redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
     redis.call('EXPIRE', base .. KEY_REASONING .. id, ttl)
   end
+  -- The session moves to the top of its creator's list, which lives as long as it does.
+  local owner = redis.call('HGET', session_key, FIELD_OWNER)
+  if owner then
+    redis.call('ZADD', OWNER_INDEX_PREFIX .. owner, now_ms(), sid)
+    redis.call('EXPIRE', OWNER_INDEX_PREFIX .. owner, ttl)
+  end
 end
 -- The cheap form for a delta: only the keys it writes (the others were touched at its start),
 -- and only once the TTL has run down (a second at most): at the pace of tokens, five EXPIREs
