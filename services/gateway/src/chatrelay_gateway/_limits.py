@@ -1,4 +1,5 @@
-"""Caps on the replies one gateway process streams at once, per client IP and in total.
+"""Caps on the replies one gateway process streams at once, per client IP (per account with
+accounts) and in total.
 
 Counted in this process (each replica has its own caps): a slot is taken before the reply
 begins and given back by the reply task's done callback, so no way of ending leaks it."""
@@ -25,14 +26,16 @@ class TooManyRepliesError(HTTPException):
 
 
 class ReplySlots:
-    def __init__(self, *, per_client: int, total: int) -> None:
+    def __init__(self, *, per_client: int, total: int, per_account: bool = False) -> None:
         self._per_client = per_client
         self._total = total
+        # With accounts the clients are accounts (their owner keys), whatever their address.
+        self._client_kind = "account" if per_account else "client"
         self._held: Counter[str] = Counter()
 
     def take(self, client: str) -> None:
-        """Hold a slot for ``client`` (an IP) or raise 429. Give it back with ``release`` or
-        ``release_when_done``."""
+        """Hold a slot for ``client`` (an IP, or an account's owner) or raise 429. Give it
+        back with ``release`` or ``release_when_done``."""
         if self._held.total() >= self._total:
             raise TooManyRepliesError(
                 f"The gateway is streaming its maximum of {self._total} replies; "
@@ -40,7 +43,7 @@ class ReplySlots:
             )
         if self._held[client] >= self._per_client:
             raise TooManyRepliesError(
-                f"At most {self._per_client} replies may stream at once per client; "
+                f"At most {self._per_client} replies may stream at once per {self._client_kind}; "
                 f"try again in {REPLIES_RETRY_AFTER_SECONDS} s"
             )
         self._held[client] += 1
