@@ -22,11 +22,13 @@ from ._login import (
     login_tokens,
 )
 from ._metrics import METRICS_NAMESPACE, METRICS_PATH, MetricsController, request_metrics
+from ._ownership import NO_SUCH_SESSION, may_use_session, session_owner_guard
 from ._provide import from_state, provide_value
 
 __all__ = [
     "METRICS_NAMESPACE",
     "METRICS_PATH",
+    "NO_SUCH_SESSION",
     "OWNER_COOKIE",
     "SIGN_IN_UNAVAILABLE",
     "SITE_OWNER",
@@ -46,8 +48,10 @@ __all__ = [
     "login_required",
     "login_tokens",
     "login_user",
+    "may_use_session",
     "owner_cookie_middleware",
     "provide_value",
     "request_metrics",
+    "session_owner_guard",
     "user_owner",
 ]

@@ -51,6 +51,8 @@ _ANONYMOUS_PREFIX = "o:"
 _ANONYMOUS_OWNER = re.compile(r"o:[A-Za-z0-9_-]{22}")
 # Where ``identity_of`` leaves an owner it made up, for the middleware to set on the response.
 _MINTED_SCOPE_KEY = "chatrelay_minted_owner"
+# Where ``identity_of`` keeps the identity it found, for the rest of the request.
+_IDENTITY_SCOPE_KEY = "chatrelay_identity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +101,11 @@ async def identity_of(connection: ASGIConnection[Any, Any, Any, State]) -> Ident
     """The caller's identity (401 when a login is in force and missing). A new anonymous
     owner is set as a cookie on this response by ``owner_cookie_middleware``."""
     scope = cast("MutableMapping[str, Any]", connection.scope)
-    minted: str | None = scope.get(_MINTED_SCOPE_KEY)
-    if minted is not None:  # asked twice in one request: one owner
-        return Identity(minted)
+    known: Identity | None = scope.get(_IDENTITY_SCOPE_KEY)
+    if known is not None:  # asked twice in one request: one owner, and one login check
+        return known
     identity, is_new = await _identity(connection.app.state, connection.cookies)
+    scope[_IDENTITY_SCOPE_KEY] = identity
     if is_new:
         scope[_MINTED_SCOPE_KEY] = identity.owner
     return identity

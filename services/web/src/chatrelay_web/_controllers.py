@@ -10,7 +10,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from chatrelay_common import AUTH_COOKIE, SessionStore, is_session_id
-from chatrelay_litestar import authenticated
+from chatrelay_litestar import (
+    authenticated,
+    identity_from_cookie_header,
+    identity_of,
+    may_use_session,
+)
 from litestar import Controller, MediaType, Request, Response, get
 from litestar._parsers import parse_cookie_string
 from litestar.datastructures import State
@@ -131,6 +136,14 @@ async def _open_events(
         raise unavailable from exc
     if not exists:
         raise NotFoundException(detail="No such session")
+    if state.settings.accounts:  # another account's session: the same 404
+        identity = await identity_from_cookie_header(state, "; ".join(cookies))
+        try:
+            mine = await may_use_session(state, identity, session_id)
+        except (RedisError, OSError) as exc:
+            raise unavailable from exc
+        if not mine:
+            raise NotFoundException(detail="No such session")
     fanout: Fanout = state.fanout
     if not fanout.connected or fanout.draining:
         raise unavailable
@@ -182,6 +195,7 @@ class PageController(Controller):
     async def page(self, request: Request[Any, Any, State], settings: WebSettings) -> Response[Any]:
         if not await authenticated(request.app.state, request.cookies.get(AUTH_COOKIE)):
             return Redirect(f"/login?{urlencode({'next': request.url.path})}")
+        await identity_of(request)  # a browser's first visit gets its owner cookie here
         return File(
             STATIC_DIR / "index.html", content_disposition_type="inline", media_type=MediaType.HTML
         )
