@@ -3,8 +3,12 @@ over real HTTP against real Redis. (Viewing them is the web's: tests/web/test_sh
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import cast
+
 import httpx
 from chatrelay_common import SessionKeys, ShareKeys
+from chatrelay_common._keys import HASH_FIELDS
 from redis.asyncio import Redis
 
 from tests.support.api import create_session
@@ -17,6 +21,12 @@ async def share(client: httpx.AsyncClient, gateway_url: str, session_id: str) ->
     assert response.status_code in (200, 201), response.text
     token: str = response.json()["token"]
     return token
+
+
+async def share_field(redis: Redis, session_id: str) -> bytes | None:
+    """The token the session's hash names."""
+    key = SessionKeys(session_id).session
+    return await cast("Awaitable[bytes | None]", redis.hget(key, HASH_FIELDS["SHARE"]))
 
 
 async def test_sharing_makes_one_token_shared_again_until_revoked(
@@ -46,12 +56,12 @@ async def test_sharing_makes_one_token_shared_again_until_revoked(
     print(f"session TTL {session_ttl} ms, link TTL {link_ttl} ms")
     assert 0 < link_ttl <= session_ttl
     assert session_ttl - link_ttl < 5_000
-    assert await redis.hget(SessionKeys(session_id).session, "share") == token.encode()
+    assert await share_field(redis, session_id) == token.encode()
 
     revoked = await client.delete(url)
     assert (revoked.status_code, revoked.content) == (204, b"")
     assert await redis.exists(link) == 0
-    assert await redis.hget(SessionKeys(session_id).session, "share") is None
+    assert await share_field(redis, session_id) is None
     assert (await client.delete(url)).status_code == 204  # idempotent
 
     renewed = await client.post(url)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chatrelay_common import SessionKeys
+from chatrelay_common import SessionKeys, ShareKeys
 
 from tests.gateway.test_login import log_in, with_cookie
 from tests.gateway.test_share import share
@@ -257,8 +257,9 @@ async def test_a_deleted_sessions_link_is_404(
     if deleted.status_code == 405:  # no DELETE of a session yet: gone as by expiry
         keys = SessionKeys(session_id)
         await redis.delete(keys.session, keys.log, keys.order)
-    else:
+    else:  # the session's delete takes its link along
         assert deleted.status_code == 204, deleted.text
+        assert await redis.exists(ShareKeys(token).link) == 0
     for url in (f"{web.url}/api/shared/{token}", shared_events(web, token)):
         assert (await client.get(url)).status_code == 404, url
 
