@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatrelay_common import SessionSettings, SessionStore, Snapshot, is_session_id
+from chatrelay_litestar import identity_of
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -69,13 +70,16 @@ class _Reply:
     client: str
 
 
-def _replies(request: Request[Any, Any, State]) -> _Reply:
+async def _replies(request: Request[Any, Any, State]) -> _Reply:
     # Read from the app state, not taken as four dependencies: Litestar resolves the
     # dependencies of one level in an anyio task group, a task each (py-spy: a tenth of the
     # gateway's CPU per POST when 100 arrive at once).
     state = request.app.state
-    # uvicorn sets the client from X-Forwarded-For when the peer is a trusted proxy (nginx).
-    client = request.client.host if request.client else "unknown"
+    if state.settings.accounts:  # the reply cap is per account (the guard found who)
+        client = (await identity_of(request)).owner
+    else:
+        # uvicorn sets the client from X-Forwarded-For when the peer is a trusted proxy.
+        client = request.client.host if request.client else "unknown"
     return _Reply(state.store, state.generations, state.allowed_models, state.reply_slots, client)
 
 
@@ -83,7 +87,7 @@ class SessionController(Controller):
     path = "/api/sessions"
     guards = (login_required,)
     # The reply-starting handlers share what starting a reply takes.
-    dependencies = {"replies": Provide(_replies, sync_to_thread=False)}  # noqa: RUF012 (Litestar reads it per instance)
+    dependencies = {"replies": Provide(_replies)}  # noqa: RUF012 (Litestar reads it per instance)
 
     @post("/", status_code=201, responses=error_responses(400, 413, 422))
     async def create_session(

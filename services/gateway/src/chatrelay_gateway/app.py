@@ -18,6 +18,7 @@ from chatrelay_litestar import (
     health_controller,
     provide_value,
     request_metrics,
+    session_owner_guard,
 )
 from litestar import Litestar, Request
 from litestar.datastructures import State
@@ -92,7 +93,8 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             MetricsController,
             demo_model_router(settings.demo_max_body_bytes),
         ],
-        guards=access_guards(settings),
+        # Every route naming a session: with accounts, another account's is a 404.
+        guards=[*access_guards(settings), session_owner_guard],
         middleware=[request_metrics("gateway")],
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
@@ -108,7 +110,9 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 "demo_token_delay": settings.demo_token_delay,
                 "allowed_models": settings.allowed_models,
                 "reply_slots": ReplySlots(
-                    per_client=settings.max_replies_per_ip, total=settings.max_replies
+                    per_client=settings.max_replies_per_ip,
+                    total=settings.max_replies,
+                    per_account=settings.accounts,
                 ),
             }
         ),
