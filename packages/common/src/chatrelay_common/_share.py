@@ -17,7 +17,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from ._events import encode_sse, encode_wire
-from ._keys import HASH_FIELDS, SHARE_PREFIX, SHARE_REVOKED_SUFFIX, SessionKeys, ShareKeys
+from ._keys import HASH_FIELDS, SHARE_REVOKED_SUFFIX, SessionKeys, ShareKeys
 from ._store import _LUA_HEADER, SessionNotFoundError, _lua_literal, new_id
 
 __all__ = ["REVOKED_FRAME", "Revoked", "ShareLink", "ShareLinks", "is_share_token"]
@@ -45,8 +45,8 @@ class Revoked(msgspec.Struct):
 _REVOKED_DATA: Final = msgspec.json.encode(Revoked())
 REVOKED_FRAME: Final = encode_sse(None, Revoked.name, _REVOKED_DATA)
 
+# Besides the store's (which has ``SHARE_PREFIX``: the delete script removes the link too).
 _CONSTANTS: Final[dict[str, str | bytes]] = {
-    "SHARE_PREFIX": SHARE_PREFIX,
     "SHARE_REVOKED_SUFFIX": SHARE_REVOKED_SUFFIX,
     # Read by the web's fan-out as any pub/sub message is; only its arrival matters.
     "REVOKED_WIRE": encode_wire(0, Revoked.name, _REVOKED_DATA),

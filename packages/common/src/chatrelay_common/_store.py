@@ -63,6 +63,7 @@ from ._keys import (
     LOG_FIELDS,
     OWNER_INDEX_PREFIX,
     SESSION_KEY_SUFFIXES,
+    SHARE_PREFIX,
     SessionKeys,
 )
 from ._titles import default_title
@@ -251,6 +252,7 @@ _LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
     **{code.name: int(code) for codes in (_Outcome, _Delta, _Lease) for code in codes},
     "SEQ_SKIP_AFTER_RESTART": SEQ_SKIP_AFTER_RESTART,
     "OWNER_INDEX_PREFIX": OWNER_INDEX_PREFIX,
+    "SHARE_PREFIX": SHARE_PREFIX,
     # A session's keys from its id alone (the owner index lists ids): prefix and hash.
     "SESSION_BASE": _around_id(SessionKeys(_ID_SLOT).base),
     "SESSION_HASH": SessionKeys(_ID_SLOT).session.removeprefix(SessionKeys(_ID_SLOT).base),

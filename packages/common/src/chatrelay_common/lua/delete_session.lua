@@ -15,6 +15,9 @@ for _, id in ipairs(redis.call('LRANGE', base .. KEY_ORDER, 0, -1)) do
   doomed[#doomed + 1] = base .. KEY_TEXT .. id
   doomed[#doomed + 1] = base .. KEY_REASONING .. id
 end
+-- Its share link: the token then leads nowhere (its viewers got `deleted` like every tab).
+local share = redis.call('HGET', session_key, FIELD_SHARE)
+if share then doomed[#doomed + 1] = SHARE_PREFIX .. share end
 -- In slices: unpack() of thousands of values would overflow Lua's stack.
 for first = 1, #doomed, 500 do
   redis.call('DEL', unpack(doomed, first, math.min(first + 499, #doomed)))

@@ -1,0 +1,76 @@
+"""Share links in the store: one live token per session, resolution, revocation (told on
+the link's channel, never in the session's log) and the session's delete taking it along."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from chatrelay_common import (
+    History,
+    SessionKeys,
+    SessionNotFoundError,
+    SessionSettings,
+    SessionStore,
+    ShareKeys,
+    ShareLinks,
+    decode_wire,
+)
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+
+async def test_revoking_tells_the_links_channel_and_leaves_the_log_alone(
+    store: SessionStore, redis: Redis
+) -> None:
+    session_id = await store.create(SessionSettings(model="m"))
+    links = ShareLinks(redis)
+    link = await links.share(session_id)
+    assert link.created
+    assert await links.session_of(link.token) == session_id
+    assert (await links.share(session_id)).token == link.token
+    seq_before = await store.last_seq(session_id)
+
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(ShareKeys(link.token).revoked, SessionKeys(session_id).channel)
+    try:
+        await links.revoke(session_id)
+        async with asyncio.timeout(10):
+            messages = [m async for m in _messages(pubsub, 1)]
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert [m["channel"] for m in messages] == [ShareKeys(link.token).revoked.encode()]
+    assert decode_wire(messages[0]["data"]) == (0, "revoked", b"{}")
+    assert await store.last_seq(session_id) == seq_before
+    assert await links.session_of(link.token) is None
+    await links.revoke(session_id)  # idempotent
+
+
+async def _messages(pubsub: PubSub, count: int) -> AsyncIterator[dict[str, Any]]:
+    async for message in pubsub.listen():
+        if message["type"] == "message":
+            yield message
+            count -= 1
+            if count == 0:
+                return
+
+
+async def test_unknown_sessions_and_tokens(store: SessionStore, redis: Redis) -> None:
+    links = ShareLinks(redis)
+    with pytest.raises(SessionNotFoundError):
+        await links.share("A" * 22)
+    with pytest.raises(SessionNotFoundError):
+        await links.revoke("A" * 22)
+    assert await links.session_of("A" * 32) is None
+    assert await links.session_of("not a token") is None
+
+
+async def test_deleting_the_session_deletes_its_link(store: SessionStore, redis: Redis) -> None:
+    session_id = await store.create(SessionSettings(model="m"))
+    links = ShareLinks(redis)
+    token = (await links.share(session_id)).token
+    await History(store).delete(session_id)
+    assert await redis.exists(ShareKeys(token).link) == 0
+    assert await links.session_of(token) is None
