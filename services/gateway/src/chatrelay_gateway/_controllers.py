@@ -3,7 +3,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatrelay_common import SessionSettings, SessionStore, Snapshot, is_session_id
+import msgspec
+from chatrelay_common import (
+    TITLE_MAX_CHARS,
+    SessionSettings,
+    SessionStore,
+    Snapshot,
+    clean_title,
+    is_session_id,
+)
 from chatrelay_litestar import identity_of
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
@@ -11,6 +19,7 @@ from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 
 from ._generation import Generations
+from ._history import HistoryRoutes, history_of
 from ._limits import ReplySlots
 from ._login import login_required
 from ._models import ModelCatalog
@@ -83,7 +92,7 @@ async def _replies(request: Request[Any, Any, State]) -> _Reply:
     return _Reply(state.store, state.generations, state.allowed_models, state.reply_slots, client)
 
 
-class SessionController(Controller):
+class SessionController(HistoryRoutes):  # which is a Controller, with more of this path
     path = "/api/sessions"
     guards = (login_required,)
     # The reply-starting handlers share what starting a reply takes.
@@ -92,6 +101,7 @@ class SessionController(Controller):
     @post("/", status_code=201, responses=error_responses(400, 413, 422))
     async def create_session(
         self,
+        request: Request[Any, Any, State],
         store: SessionStore,
         default_model: str,
         allowed_models: tuple[str, ...],
@@ -103,7 +113,8 @@ class SessionController(Controller):
             model=_allowed(body.model or default_model, allowed_models),
             temperature=body.temperature,
         )
-        return CreatedSession(id=await store.create(settings))
+        owner = (await identity_of(request)).owner
+        return CreatedSession(id=await store.create(settings, owner=owner))
 
     @get("/{session_id:str}", responses=error_responses(404))
     async def get_session(self, session_id: str, store: SessionStore) -> Snapshot:
@@ -112,16 +123,26 @@ class SessionController(Controller):
     @patch("/{session_id:str}", responses=error_responses(400, 404, 413, 422))
     async def patch_settings(
         self,
+        request: Request[Any, Any, State],
         session_id: str,
         data: PatchSettings,
         store: SessionStore,
         allowed_models: tuple[str, ...],
     ) -> UpdatedSettings:
         _checked(session_id)
+        title = None if isinstance(data.title, msgspec.UnsetType) else clean_title(data.title)
+        if title is None and isinstance(data.title, str):
+            raise UnprocessableError(
+                detail=f"title must be 1 to {TITLE_MAX_CHARS} characters once trimmed (control "
+                "characters count as spaces)"
+            )
         if isinstance(data.model, str):
             _allowed(data.model, allowed_models)
+        if title is not None:
+            await history_of(request.app.state).set_title(session_id, title)
         # One atomic merge: two concurrent PATCHes of different fields both survive.
-        return UpdatedSettings(await store.update_settings(session_id, data.changes()))
+        settings = await store.update_settings(session_id, data.changes())
+        return UpdatedSettings(settings, msgspec.UNSET if title is None else title)
 
     @post(
         "/{session_id:str}/messages",

@@ -32,6 +32,8 @@ Model = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
 System = Annotated[str, msgspec.Meta(max_length=16_000)]
 MessageId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Bounds the raw text; the handler cleans it and checks the cleaned length (clean_title).
+Title = Annotated[str, msgspec.Meta(max_length=1000)]
 
 
 class CreateSession(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,13 +46,15 @@ class PatchSettings(msgspec.Struct, forbid_unknown_fields=True):
     system: System | msgspec.UnsetType | None = msgspec.UNSET
     model: Model | msgspec.UnsetType = msgspec.UNSET
     temperature: Temperature | msgspec.UnsetType | None = msgspec.UNSET
+    # The session's title: not a setting (``changes`` leaves it out).
+    title: Title | msgspec.UnsetType = msgspec.UNSET
 
     def changes(self) -> dict[str, Any]:
-        """Only the fields the client sent (``null`` included: it clears a setting)."""
+        """Only the settings the client sent (``null`` included: it clears a setting)."""
         return {
             name: value
             for name, value in msgspec.structs.asdict(self).items()
-            if value is not msgspec.UNSET
+            if value is not msgspec.UNSET and name in SessionSettings.__struct_fields__
         }
 
 
@@ -66,6 +70,8 @@ class CreatedSession(msgspec.Struct):
 
 class UpdatedSettings(msgspec.Struct):
     settings: SessionSettings
+    # Present when the PATCH renamed the session: the title as kept.
+    title: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class BeganReply(msgspec.Struct):

@@ -16,6 +16,7 @@ from chatrelay_litestar import (
     error_response,
     from_state,
     health_controller,
+    owner_cookie_middleware,
     provide_value,
     request_metrics,
     session_owner_guard,
@@ -95,7 +96,8 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         ],
         # Every route naming a session: with accounts, another account's is a 404.
         guards=[*access_guards(settings), session_owner_guard],
-        middleware=[request_metrics("gateway")],
+        # The open mode's owner cookie, on the answers that made one up.
+        middleware=[request_metrics("gateway"), owner_cookie_middleware],
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
             "store": from_state("store"),

@@ -10,6 +10,7 @@ from typing import cast
 
 import msgspec
 from chatrelay_common import (
+    STREAM_ENDING_EVENTS,
     Delta,
     Done,
     ErrorEvent,
@@ -341,7 +342,8 @@ class EventStream:
                 self._last, self._in_flight = expected - 1, in_flight
                 self._last_write = self._last_heard
                 await self._write(self._subscriber.join(events))
-                return True
+                # Nothing follows a session's last event (`deleted`): its streams end.
+                return events[-1].name not in STREAM_ENDING_EVENTS
         frames: list[bytes] = []
         closed = False
         for event in batch:
@@ -356,6 +358,9 @@ class EventStream:
             frames.append(event.frame)
             self._last = event.seq
             self._in_flight = _in_flight_after(event.name, self._in_flight)
+            if event.name in STREAM_ENDING_EVENTS:
+                closed = True
+                break
         if frames:
             self._last_write = self._last_heard
             await self._write(frames[0] if len(frames) == 1 else b"".join(frames))

@@ -13,6 +13,7 @@ from chatrelay_common import open_redis, store_lifespan
 from chatrelay_litestar import (
     MetricsController,
     exception_handlers,
+    owner_cookie_middleware,
     provide_value,
     request_metrics,
 )
@@ -132,7 +133,8 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
         ],
         lifespan=[store_lifespan(settings), fanout_lifespan],
         # Routed requests only: the events streams are answered before the router.
-        middleware=[request_metrics("web")],
+        # The open mode's owner cookie, set when the page is served to a browser without one.
+        middleware=[request_metrics("web"), owner_cookie_middleware],
         dependencies={
             "settings": provide_value(settings),
         },
