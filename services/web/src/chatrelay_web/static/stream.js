@@ -13,7 +13,13 @@ import {
 } from "./views.js";
 import { EVENTS } from "/wire.js";
 
+// A share link's viewers only: not one of the session's logged events (not in /wire.js).
 const REVOKED = "revoked";
+
+function revoke() {
+  stopStream("revoked");
+  showFatal("This share link was revoked: the conversation is no longer shared.");
+}
 
 function applySnapshot(data) {
   state.settings = { system: null, model: null, temperature: null, ...(data.settings || {}) };
@@ -90,21 +96,17 @@ const handlers = {
   [EVENTS.SettingsChanged](data) {
     if (!readOnly()) applySettings(data.settings);
   },
-  // Issue 11's events, by their names in the API (docs/api.md).
-  title(data) {
+  [EVENTS.TitleChanged](data) {
     state.title = typeof data.title === "string" ? data.title : null;
     renderTitle();
     if (!readOnly()) retitle(state.sessionId, state.title);
   },
-  deleted() {
+  [EVENTS.Deleted]() {
     stopStream("deleted");
     dropSession(state.sessionId);
     showFatal("This chat was deleted.");
   },
-  [REVOKED]() {
-    stopStream("revoked");
-    showFatal("This share link was revoked: the conversation is no longer shared.");
-  },
+
   [EVENTS.Truncate](data) {
     const from = data.from_message_id;
     let index = 0;
@@ -121,6 +123,11 @@ const handlers = {
 function onEvent(type, event) {
   if (type === EVENTS.Reset) {
     state.awaitingSnapshot = true;
+    return;
+  }
+  // No id of its own (the browser repeats the last one seen): never taken for a replay.
+  if (type === REVOKED) {
+    revoke();
     return;
   }
   const id = event.lastEventId === "" ? NaN : Number(event.lastEventId);
