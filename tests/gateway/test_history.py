@@ -337,3 +337,23 @@ async def test_site_password_logins_share_one_list(
     assert lists[0].json()["sessions"][0]["id"] == created.json()["id"]
     denied = await client.get(f"{locked_gateway.url}/api/sessions")
     assert denied.status_code == 401
+
+
+async def test_the_page_gives_a_new_browser_its_owner_and_the_api_lists_by_it(
+    client: httpx.AsyncClient, gateway: Service, web: Service
+) -> None:
+    page = await client.get(f"{web.url}/")
+    assert page.status_code == 200
+    owner = page.cookies[OWNER_COOKIE]
+    assert is_anonymous_owner(owner)
+    again = await client.get(f"{web.url}/s/{'a' * 22}")
+    assert "set-cookie" not in again.headers
+    # The gateway (same site, behind the edge) takes the page's owner: no second cookie.
+    created = await client.post(f"{gateway.url}/api/sessions", json={})
+    assert "set-cookie" not in created.headers
+    listed = await _page(client, gateway)
+    assert [item["id"] for item in listed["sessions"]] == [created.json()["id"]]
+    # Behind an HTTPS edge the cookie is Secure.
+    async with httpx.AsyncClient(timeout=10) as behind_tls:
+        secure = await behind_tls.get(f"{web.url}/", headers={"x-forwarded-proto": "https"})
+        assert "Secure" in secure.headers["set-cookie"]
