@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chatrelay_common import AUTH_COOKIE
+from redis.asyncio import Redis
 
 from tests.conftest import keyed_gateway_env
 from tests.support import fake_upstream as fake
@@ -46,7 +47,7 @@ def accounts_gateway(redis_server_url: str, service_logs: Path) -> Iterator[Serv
 
 
 async def test_the_users_cli_end_to_end(
-    client: httpx.AsyncClient, accounts_gateway: Service, redis_server_url: str
+    client: httpx.AsyncClient, accounts_gateway: Service, redis_server_url: str, redis: Redis
 ) -> None:
     url = accounts_gateway.url
     name = new_username("Cli")
@@ -82,10 +83,20 @@ async def test_the_users_cli_end_to_end(
     )
     assert (old_password.status_code, old_password.json()) == (401, WRONG)
     new = await log_in(client, url, stored, "second password")
+    created = await client.post(f"{url}/api/sessions", json={}, headers=with_cookie(new))
+    session_id = created.json()["id"]
+    assert await redis.exists(f"chatrelay:{{{session_id}}}:session") == 1
+    assert await redis.exists(f"chatrelay:owner:u:{stored}") == 1
 
     removed = run_users_cli(redis_server_url, "remove", stored)
-    assert (removed.code, removed.out) == (0, f"removed user {stored!r}; their logins have ended\n")
+    assert (removed.code, removed.out) == (
+        0,
+        f"removed user {stored!r} and their 1 conversation(s); their logins have ended\n",
+    )
     assert (await client.get(auth, headers=with_cookie(new))).json()["authenticated"] is False
+    # Their conversations went with them: someone added later under that name starts afresh.
+    assert await redis.exists(f"chatrelay:{{{session_id}}}:session") == 0
+    assert await redis.exists(f"chatrelay:owner:u:{stored}") == 0
     gone = await client.post(
         f"{url}/api/login",
         json={"username": stored, "password": "second password"},

@@ -5,6 +5,9 @@ The password comes from a prompt, typed twice and never echoed, on a terminal; o
 is the first line of standard input (``printf '%s\\n' "$PW" | ... users add NAME``). It is
 never printed or logged.
 
+Removing a user also deletes their conversations (open tabs get ``deleted``): a user added
+later under the same name must not inherit them.
+
 Exit codes: 0 done; 1 refused (the name is taken or unknown, a rule is broken, the two typed
 passwords differ); 2 a usage error; 3 Redis is unreachable.
 """
@@ -15,16 +18,19 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Awaitable, Callable
+from typing import TextIO, cast
 
-from chatrelay_common import open_redis
+from chatrelay_common import History, SessionNotFoundError, open_redis
+from chatrelay_common._keys import OWNER_INDEX_PREFIX
 from chatrelay_common._users import (
     InvalidCredentialError,
     UnknownUserError,
     UserExistsError,
     Users,
 )
+from chatrelay_litestar import user_owner
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ._settings import GatewaySettings
@@ -68,6 +74,20 @@ def read_password(
     return stdin.readline().removesuffix("\n").removesuffix("\r")
 
 
+async def _delete_conversations(history: History, redis: Redis, user: str) -> int:
+    """Deletes every conversation ``user`` made; how many there were."""
+    index = OWNER_INDEX_PREFIX + user_owner(user)
+    deleted = 0
+    for session_id in await cast("Awaitable[list[bytes]]", redis.zrange(index, 0, -1)):
+        try:
+            await history.delete(session_id.decode())
+            deleted += 1
+        except SessionNotFoundError:  # expired meanwhile
+            pass
+    await cast("Awaitable[int]", redis.delete(index))
+    return deleted
+
+
 async def _run(arguments: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
     settings = GatewaySettings()
     if not settings.accounts and arguments.command != "list":
@@ -93,7 +113,13 @@ async def _run(arguments: argparse.Namespace, stdin: TextIO, out: TextIO) -> Non
                 print(f"changed the password of {name!r}; their logins have ended", file=out)
             else:
                 name = await users.remove(arguments.name)
-                print(f"removed user {name!r}; their logins have ended", file=out)
+                history = History(settings.session_store(redis))
+                count = await _delete_conversations(history, redis, name)
+                print(
+                    f"removed user {name!r} and their {count} conversation(s); "
+                    "their logins have ended",
+                    file=out,
+                )
         except UserExistsError as exc:
             raise _RefusedError(f"user {exc.args[0]!r} already exists") from None
         except UnknownUserError as exc:
