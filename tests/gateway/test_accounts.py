@@ -6,6 +6,7 @@ per account."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chatrelay_common import AUTH_COOKIE
+from chatrelay_gateway._users_cli import _RefusedError, read_password
 from redis.asyncio import Redis
 
 from tests.conftest import keyed_gateway_env
@@ -121,6 +123,16 @@ async def test_the_users_cli_end_to_end(
     away = run_users_cli(f"redis://127.0.0.1:{free_port()}/0", "list")
     assert away.code == 3
     assert away.err.startswith("error: Redis is unreachable")
+
+
+def test_on_a_terminal_the_password_is_typed_twice() -> None:
+    typed = iter(["pässword", "pässword"])
+    assert read_password(io.StringIO(), lambda _: next(typed), tty=True) == "pässword"
+    differing = iter(["one", "two"])
+    with pytest.raises(_RefusedError, match="the two passwords differ; nothing changed"):
+        read_password(io.StringIO(), lambda _: next(differing), tty=True)
+    # Piped: the first line, without its line ending; spaces are the password's own.
+    assert read_password(io.StringIO(" piped \r\nnext\n"), tty=False) == " piped "
 
 
 async def test_login_by_username_and_password(

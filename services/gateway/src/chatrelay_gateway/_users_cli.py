@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from ._settings import GatewaySettings
 
-__all__ = ["users_main"]
+__all__ = ["read_password", "users_main"]
 
 REFUSED = 1
 USAGE = 2
