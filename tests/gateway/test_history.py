@@ -357,3 +357,26 @@ async def test_the_page_gives_a_new_browser_its_owner_and_the_api_lists_by_it(
     async with httpx.AsyncClient(timeout=10) as behind_tls:
         secure = await behind_tls.get(f"{web.url}/", headers={"x-forwarded-proto": "https"})
         assert "Secure" in secure.headers["set-cookie"]
+
+
+async def test_an_export_says_how_a_reply_ended(
+    client: httpx.AsyncClient, gateway: Service, web: Service
+) -> None:
+    session_id = await create_session(client, gateway.url, model="midstream_error")
+    async with open_events(client, web.url, session_id) as events:
+        await anext(events)
+        await send_message(client, gateway.url, session_id, "go")
+        [*_, failed] = await collect_until(events, "error")
+    snapshot = (await client.get(f"{gateway.url}/api/sessions/{session_id}")).json()
+    user, reply = snapshot["messages"]
+    exported = await client.get(f"{gateway.url}/api/sessions/{session_id}/export")
+    assert exported.text == (
+        "# go\n"
+        "\n## User\n"
+        f"_{user['created_at']}_\n"
+        "\ngo\n"
+        "\n## Assistant · midstream_error (error)\n"
+        f"_{reply['created_at']}_\n"
+        f"\n{fake.MIDSTREAM_TEXT}\n"
+        f"\n> Error: {failed.data['message']}\n"
+    )
