@@ -154,9 +154,11 @@ async def test_settings_refuse_accounts_with_a_site_password(monkeypatch: Any) -
     from pydantic import ValidationError
 
     monkeypatch.setenv("CHATRELAY_ACCOUNTS", "1")
-    monkeypatch.setenv("SITE_PASSWORD", "pw")
-    with pytest.raises(ValidationError, match="accounts replace the shared password"):
+    monkeypatch.setenv("SITE_PASSWORD", "hunter2-site-password")
+    with pytest.raises(ValidationError, match="accounts replace the shared password") as refused:
         ServiceSettings(_env_file=None)  # type: ignore[call-arg]
+    # The startup error shows no input: it would have printed the password.
+    assert "hunter2" not in str(refused.value)
     monkeypatch.delenv("SITE_PASSWORD")
     settings = ServiceSettings(_env_file=None)  # type: ignore[call-arg]
     assert settings.accounts

@@ -30,8 +30,13 @@ class ServiceSettings(BaseSettings):
     """Base for each service's settings: reads the environment, then ``.env`` if present."""
 
     # An empty variable means unset (compose passes every variable, empty unless given).
+    # An error never shows the inputs: they hold SITE_PASSWORD and OPENAI_API_KEY.
     model_config = SettingsConfigDict(
-        env_file=".env", env_ignore_empty=True, extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
