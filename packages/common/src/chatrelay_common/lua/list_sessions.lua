@@ -35,17 +35,16 @@ while true do
       local base = SESSION_BASE[1] .. id .. SESSION_BASE[2]
       local fields = redis.call('HMGET', base .. SESSION_HASH, FIELD_SETTINGS, FIELD_TITLE)
       if fields[1] then
-        local ids = redis.call('LRANGE', base .. KEY_ORDER, 0, -1)
-        local texts = {}
+        local count, texts = redis.call('LLEN', base .. KEY_ORDER), {}
         if with_text then
           texts[1] = fields[2] or ''
-          for _, m in ipairs(ids) do
+          for _, m in ipairs(redis.call('LRANGE', base .. KEY_ORDER, 0, -1)) do
             local text = redis.call('GET', base .. KEY_TEXT .. m) or ''
             texts[#texts + 1] = text
             bytes = bytes + #text
           end
         end
-        out[#out + 1] = {id, page[i + 1], fields[2] or '', fields[1], #ids, texts}
+        out[#out + 1] = {id, page[i + 1], fields[2] or '', fields[1], count, texts}
         found = found + 1
       else
         redis.call('ZREM', index, id)
