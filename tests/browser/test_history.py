@@ -65,7 +65,10 @@ async def _item_action(page: Page, title: str, action: str) -> None:
     item = page.locator("#recent-list .recent-item").filter(
         has=page.locator(".recent-row a", has_text=re.compile(f"^{re.escape(title)}$"))
     )
-    await item.locator("[data-action=more]").click()
+    await item.hover()  # as a mouse does: the item's ⋯ button shows on hover
+    more = item.locator("[data-action=more]")
+    if await more.get_attribute("aria-expanded") != "true":  # its actions are not open yet
+        await more.click()
     await item.locator(f"[data-action={action}]").click()
 
 
