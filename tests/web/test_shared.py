@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from chatrelay_common import SessionKeys, ShareKeys
+from chatrelay_common import ShareKeys
+from redis.asyncio import Redis
 
 from tests.gateway.test_login import log_in, with_cookie
 from tests.gateway.test_share import share
+from tests.support import accounts
 from tests.support import fake_upstream as fake
 from tests.support.api import create_session, send_message
 from tests.support.services import Service, run_service
@@ -248,20 +250,24 @@ async def test_the_read_only_page_is_the_page_for_anyone(
     assert (await client.get(f"{web.url}/r/not-a-token")).status_code == 404
 
 
-async def test_a_deleted_sessions_link_is_404(
-    client: httpx.AsyncClient, gateway: Service, web: Service, redis: Any
+async def test_deleting_the_session_ends_its_viewers_and_its_link(
+    client: httpx.AsyncClient, gateway: Service, web: Service, redis: Redis
 ) -> None:
     session_id = await create_session(client, gateway.url)
     token = await share(client, gateway.url, session_id)
-    deleted = await client.delete(f"{gateway.url}/api/sessions/{session_id}")
-    if deleted.status_code == 405:  # no DELETE of a session yet: gone as by expiry
-        keys = SessionKeys(session_id)
-        await redis.delete(keys.session, keys.log, keys.order)
-    else:  # the session's delete takes its link along
+    async with open_raw(client, shared_events(web, token)) as viewer:
+        await viewer.next_frame()
+        deleted = await client.delete(f"{gateway.url}/api/sessions/{session_id}")
         assert deleted.status_code == 204, deleted.text
-        assert await redis.exists(ShareKeys(token).link) == 0
+        # Like every tab: `deleted` (a logged event, with its id), then the stream ends.
+        assert await viewer.next_frame() == Frame(1, "deleted", {})
+        assert await viewer.next_frame() is None
+    assert session_id.encode() not in viewer.raw
+    assert await redis.exists(ShareKeys(token).link) == 0
     for url in (f"{web.url}/api/shared/{token}", shared_events(web, token)):
         assert (await client.get(url)).status_code == 404, url
+    # Sharing a session that is gone is a 404 too.
+    assert (await client.post(f"{gateway.url}/api/sessions/{session_id}/share")).status_code == 404
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +334,53 @@ async def test_sharing_under_site_password_needs_no_login_to_watch(
         assert session_id.encode() not in viewer.raw + snapshot.content
         # The session itself stays closed to the stranger.
         assert (await stranger.get(owner_events(locked_web, session_id))).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def accounts_services(
+    redis_server_url: str, service_logs: Path
+) -> Iterator[tuple[Service, Service]]:
+    """A demo gateway and a web in accounts mode."""
+    env = {"REDIS_URL": redis_server_url, "CHATRELAY_ACCOUNTS": "1"}
+    with (
+        run_service("gateway", {**env, "GATEWAY_DEMO_TOKEN_DELAY": "0"}, service_logs) as gateway,
+        run_service("web", env, service_logs) as web,
+    ):
+        yield gateway, web
+
+
+async def test_with_accounts_only_the_owner_shares_and_anyone_watches(
+    client: httpx.AsyncClient, accounts_services: tuple[Service, Service], redis_server_url: str
+) -> None:
+    gateway, web = accounts_services
+    alice = accounts.with_cookie(
+        await accounts.log_in(client, gateway.url, accounts.add_user(redis_server_url, "a"), "a")
+    )
+    bob = accounts.with_cookie(
+        await accounts.log_in(client, gateway.url, accounts.add_user(redis_server_url, "b"), "b")
+    )
+    session_id = (await client.post(f"{gateway.url}/api/sessions", json={}, headers=alice)).json()[
+        "id"
+    ]
+    share_url = f"{gateway.url}/api/sessions/{session_id}/share"
+    assert (await client.post(share_url, headers=bob)).status_code == 404
+    shared = await client.post(share_url, headers=alice)
+    assert shared.status_code == 201
+    token = shared.json()["token"]
+    assert (await client.delete(share_url, headers=bob)).status_code == 404
+    async with httpx.AsyncClient(timeout=_WITHIN) as stranger:
+        snapshot = await stranger.get(f"{web.url}/api/shared/{token}")
+        assert (snapshot.status_code, snapshot.json()["id"]) == (200, token)
+        async with open_raw(stranger, shared_events(web, token)) as viewer:
+            await viewer.next_frame()
+            sent = await client.post(
+                f"{gateway.url}/api/sessions/{session_id}/messages",
+                json={"content": "hello"},
+                headers=alice,
+            )
+            assert sent.status_code == 202
+            frames = await viewer.until("done")
+        assert frames[0].data["message"]["content"] == "hello"
+        assert session_id.encode() not in viewer.raw + snapshot.content
+        # Bob's own session-id route stays closed; the link is all he may have.
+        assert (await client.get(owner_events(web, session_id), headers=bob)).status_code == 404
