@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from chatrelay_common import ShareKeys
+from chatrelay_litestar import OWNER_COOKIE
 from redis.asyncio import Redis
 
 from tests.gateway.test_login import log_in, with_cookie
@@ -138,6 +139,10 @@ async def test_a_viewer_sees_what_an_owner_tab_sees_and_never_the_session_id(
     for raw in (viewer.raw, snapshot.content):
         assert session_id.encode() not in raw
         assert session_id.encode() in owner.raw  # the same search finds it where it is
+    # Nor the owner (in open mode, the owner cookie is what holds their list).
+    owner_id = client.cookies.get(OWNER_COOKIE)
+    assert owner_id
+    assert owner_id.encode() not in viewer.raw + snapshot.content
 
 
 async def test_a_viewer_resumes_with_last_event_id_exactly_once(
