@@ -380,3 +380,19 @@ async def test_an_export_says_how_a_reply_ended(
         f"\n{fake.MIDSTREAM_TEXT}\n"
         f"\n> Error: {failed.data['message']}\n"
     )
+
+
+async def test_any_api_call_of_a_new_browser_gets_its_owner(
+    client: httpx.AsyncClient, gateway: Service
+) -> None:
+    models = await client.get(f"{gateway.url}/api/models")
+    assert models.status_code == 200
+    owner = models.cookies[OWNER_COOKIE]
+    assert is_anonymous_owner(owner)
+    created = await client.post(f"{gateway.url}/api/sessions", json={})
+    assert "set-cookie" not in created.headers
+    listed = await _page(client, gateway)
+    assert [item["id"] for item in listed["sessions"]] == [created.json()["id"]]
+    async with httpx.AsyncClient(timeout=10) as stranger:
+        health = await stranger.get(f"{gateway.url}/healthz")
+        assert "set-cookie" not in health.headers  # not an API call

@@ -12,6 +12,7 @@ from ._identity import (
     is_anonymous_owner,
     login_user,
     owner_cookie_middleware,
+    owner_for_api_calls,
     user_owner,
 )
 from ._login import (
@@ -50,6 +51,7 @@ __all__ = [
     "login_user",
     "may_use_session",
     "owner_cookie_middleware",
+    "owner_for_api_calls",
     "provide_value",
     "request_metrics",
     "session_owner_guard",

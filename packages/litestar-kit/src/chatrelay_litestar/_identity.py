@@ -21,6 +21,7 @@ from http.cookies import SimpleCookie
 from typing import Any, cast
 
 from chatrelay_common import AUTH_COOKIE
+from litestar import Request
 from litestar._parsers import parse_cookie_string
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -40,6 +41,7 @@ __all__ = [
     "is_anonymous_owner",
     "login_user",
     "owner_cookie_middleware",
+    "owner_for_api_calls",
     "user_owner",
 ]
 
@@ -109,6 +111,14 @@ async def identity_of(connection: ASGIConnection[Any, Any, Any, State]) -> Ident
     if is_new:
         scope[_MINTED_SCOPE_KEY] = identity.owner
     return identity
+
+
+async def owner_for_api_calls(request: Request[Any, Any, State]) -> None:
+    """A ``before_request`` hook: in open mode, an API call from a browser without an owner
+    cookie gets one, whatever the route (reading the cookie costs no Redis call). With a
+    login in force the owner comes from the login: nothing to do."""
+    if request.url.path.startswith("/api/") and login_tokens(request.app.state) is None:
+        await identity_of(request)
 
 
 async def identity_from_cookie_header(state: State, cookie_header: str | None) -> Identity:

@@ -17,6 +17,7 @@ from chatrelay_litestar import (
     from_state,
     health_controller,
     owner_cookie_middleware,
+    owner_for_api_calls,
     provide_value,
     request_metrics,
     session_owner_guard,
@@ -98,6 +99,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         guards=[*access_guards(settings), session_owner_guard],
         # The open mode's owner cookie, on the answers that made one up.
         middleware=[request_metrics("gateway"), owner_cookie_middleware],
+        before_request=owner_for_api_calls,
         lifespan=[store_lifespan(settings), generations_lifespan],
         dependencies={
             "store": from_state("store"),
