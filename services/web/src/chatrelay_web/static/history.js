@@ -85,17 +85,26 @@ function renderItem(item) {
   more.title = "Rename, export, delete";
   more.textContent = "⋯";
   row.append(a, more);
-  const actions = document.createElement("div");
-  actions.className = "recent-actions";
-  actions.hidden = true;
-  actions.append(
-    actionButton("Rename", "rename"),
-    exportLink("Markdown", item.id, "markdown"),
-    exportLink("JSON", item.id, "json"),
-    actionButton("Delete", "delete", "danger-text"),
-  );
-  li.append(row, actions);
+  li.append(row);
   return li;
+}
+
+// Made when first opened: a long list keeps one row per chat.
+function itemActions(li, item) {
+  let actions = li.querySelector(".recent-actions");
+  if (!actions) {
+    actions = document.createElement("div");
+    actions.className = "recent-actions";
+    actions.hidden = true;
+    actions.append(
+      actionButton("Rename", "rename"),
+      exportLink("Markdown", item.id, "markdown"),
+      exportLink("JSON", item.id, "json"),
+      actionButton("Delete", "delete", "danger-text"),
+    );
+    li.append(actions);
+  }
+  return actions;
 }
 
 let endObserver = null;
@@ -103,7 +112,10 @@ let endObserver = null;
 // Every page load at "/" makes a chat: those never written in are not worth a line.
 const worthListing = (item) => item.message_count !== 0;
 
+let renaming = false; // the list waits: redrawing it would take the rename box away
+
 function render() {
+  if (renaming) return; // drawn when the rename ends
   const shown = list.items.filter(worthListing);
   el.recentList.replaceChildren(...shown.map(renderItem));
   el.recentEmpty.textContent = list.query ? "No chats match." : "Your chats appear here.";
@@ -212,21 +224,25 @@ function startRename(li, item) {
   input.type = "text";
   input.className = "rename-input";
   input.value = item.title || "";
-  input.maxLength = 200;
   input.setAttribute("aria-label", "New title");
   row.replaceChildren(input);
-  li.querySelector(".recent-actions").hidden = true;
+  itemActions(li, item).hidden = true;
+  renaming = true;
   input.focus();
   input.select();
   let done = false;
   const finish = async (save) => {
     if (done) return;
     done = true;
+    renaming = false;
     const title = input.value.trim();
     if (save && title && title !== item.title) {
       try {
         await api("PATCH", `/api/sessions/${encodeURIComponent(item.id)}`, { title });
-        item.title = title; // the `title` event says the same to the other tabs
+        // In the list as it is now (it may have been fetched again meanwhile); the `title`
+        // event says the same to the tabs showing that chat.
+        const current = list.items.find((candidate) => candidate.id === item.id);
+        if (current) current.title = title;
         writeCache();
       } catch (err) {
         toast(explain(err, "Renaming"));
@@ -281,7 +297,7 @@ function onListClick(event) {
   if (!item) return;
   switch (target.dataset.action) {
     case "more": {
-      const actions = li.querySelector(".recent-actions");
+      const actions = itemActions(li, item);
       actions.hidden = !actions.hidden;
       target.setAttribute("aria-expanded", String(!actions.hidden));
       break;
