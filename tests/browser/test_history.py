@@ -193,6 +193,8 @@ async def test_a_chat_started_on_one_device_streams_live_on_another(
 
     await send(tab_a, "slow 150 40")  # about 6 s
     await expect(last_reply(tab_a).locator(".body")).to_contain_text("w003")
+    # The first message named the chat (the server's default title), in this tab too.
+    await expect(tab_a).to_have_title("slow 150 40 · chatrelay")
     tab_b = await open_chat(device_b)
     await tab_b.locator("#recent-list a", has_text="slow 150 40").click()
     await expect(tab_b).to_have_url(f"/s/{session_id(tab_a)}")

@@ -5,6 +5,7 @@
 import { api, explain } from "./api.js";
 import { el, toast } from "./dom.js";
 import { state } from "./state.js";
+import { renderTitle } from "./views.js";
 
 const CACHE_KEY = "chatrelay.history";
 const OLD_CACHE_KEY = "chatrelay.recent"; // the list before it moved to the server
@@ -154,6 +155,13 @@ export async function refreshHistory() {
   if (generation !== list.generation) return;
   list.loading = null;
   const fresh = Array.isArray(page.sessions) ? page.sessions : [];
+  // A first message names the chat without an event (only renames send `title`): the list
+  // is where this tab learns its chat's name.
+  const mine = fresh.find((item) => item.id === state.sessionId);
+  if (mine && mine.title && state.title === null) {
+    state.title = mine.title;
+    renderTitle();
+  }
   if (list.pages > 1) {
     const seen = new Set(fresh.map((item) => item.id));
     list.items = [...fresh, ...list.items.filter((item) => !seen.has(item.id))];
