@@ -154,6 +154,8 @@ async def test_delete_asks_first_and_ends_the_open_tab(contexts: Contexts, stack
     await expect(viewer.locator("#fatal a")).to_have_attribute("href", "/")
     await expect(viewer.locator("#messages .msg")).to_have_count(0)
     await expect(viewer.locator("#conn")).to_have_attribute("data-state", "offline")
+    for gone in ("#input", "#share-btn", "#settings-btn", "#clear-btn"):
+        await expect(viewer.locator(gone)).to_be_hidden()
     assert (await context.request.get(f"/api/sessions/{doomed}")).status == 404
     assert not contexts.watch.dialogs  # asked on the page, not with confirm()
 

@@ -299,4 +299,6 @@ export function showFatal(text) {
   el.fatal.hidden = false;
   el.empty.hidden = true;
   el.composer.hidden = true;
+  // Nothing left to share, set or clear.
+  for (const node of [el.shareBtn, el.share, el.settingsBtn, el.settings, el.clearBtn]) node.hidden = true;
 }
