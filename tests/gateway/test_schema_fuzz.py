@@ -99,7 +99,7 @@ def test_no_5xx_and_every_response_matches_the_schema(
         f"{len(operations)} operations, statuses {dict(sorted(calls.items()))}, "
         f"no {mode} case for {unsatisfiable}"
     )
-    assert len(operations) == 11
+    assert len(operations) == 16
     assert failures == []
     assert sum(calls.values()) >= 60
 
@@ -117,8 +117,10 @@ def test_the_schema_is_served_and_documents_every_error_as_a_detail(
         "/api/models",
         "/api/sessions",
         "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/export",
         "/api/sessions/{session_id}/messages",
         "/api/sessions/{session_id}/regenerate",
+        "/api/sessions/{session_id}/share",
         "/api/sessions/{session_id}/stop",
     ]
     send = schema["paths"]["/api/sessions/{session_id}/messages"]["post"]

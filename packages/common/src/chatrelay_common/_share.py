@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from importlib import resources
 from typing import ClassVar, Final, cast
 
 import msgspec
@@ -18,7 +17,7 @@ from redis.asyncio import Redis
 
 from ._events import encode_sse, encode_wire
 from ._keys import HASH_FIELDS, SHARE_REVOKED_SUFFIX, SessionKeys, ShareKeys
-from ._store import _LUA_HEADER, SessionNotFoundError, _lua_literal, new_id
+from ._store import SessionNotFoundError, _script, new_id
 
 __all__ = ["REVOKED_FRAME", "Revoked", "ShareLink", "ShareLinks", "is_share_token"]
 
@@ -51,13 +50,6 @@ _CONSTANTS: Final[dict[str, str | bytes]] = {
     # Read by the web's fan-out as any pub/sub message is; only its arrival matters.
     "REVOKED_WIRE": encode_wire(0, Revoked.name, _REVOKED_DATA),
 }
-_HEADER = _LUA_HEADER + "".join(
-    f"local {name} = {_lua_literal(value)}\n" for name, value in _CONSTANTS.items()
-)
-
-
-def _script(name: str) -> str:
-    return _HEADER + (resources.files("chatrelay_common") / "lua" / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +64,8 @@ class ShareLinks:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._share = redis.register_script(_script("share"))
-        self._revoke = redis.register_script(_script("revoke_share"))
+        self._share = redis.register_script(_script("share", constants=_CONSTANTS))
+        self._revoke = redis.register_script(_script("revoke_share", constants=_CONSTANTS))
 
     async def share(self, session_id: str) -> ShareLink:
         """The session's live token, made now unless it has one."""

@@ -285,10 +285,12 @@ _LUA_HEADER: Final = "".join(
 )
 
 
-def _script(*parts: str) -> str:
-    """A script from the files ``lua/<part>.lua``, after the constants."""
+def _script(*parts: str, constants: Mapping[str, str | bytes] | None = None) -> str:
+    """A script from the files ``lua/<part>.lua``, after the constants (the store's, then
+    ``constants``: a module's own)."""
     folder = resources.files("chatrelay_common") / "lua"
-    return _LUA_HEADER + "".join((folder / f"{part}.lua").read_text() for part in parts)
+    own = "".join(f"local {k} = {_lua_literal(v)}\n" for k, v in (constants or {}).items())
+    return _LUA_HEADER + own + "".join((folder / f"{part}.lua").read_text() for part in parts)
 
 
 _BEGIN = _script("prelude", "begin_reply")
