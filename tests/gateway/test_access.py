@@ -76,6 +76,7 @@ def upstream_url(fake_upstream_server: FakeUpstream) -> str:
     [
         ("key + ALLOW_OPEN_ACCESS=1", 201),
         ("key + SITE_PASSWORD", 401),
+        ("key + accounts", 401),
         ("keyless upstream", 201),
         ("demo", 201),
     ],
@@ -98,6 +99,12 @@ async def test_who_else_is_served(
             "OPENAI_API_KEY": TEST_API_KEY,
             "OPENAI_BASE_URL": upstream_url,
             "SITE_PASSWORD": SITE_PASSWORD,
+        },
+        # Accounts are a login too: a remote client is asked to log in, not refused.
+        "key + accounts": {
+            "OPENAI_API_KEY": TEST_API_KEY,
+            "OPENAI_BASE_URL": upstream_url,
+            "CHATRELAY_ACCOUNTS": "1",
         },
         # A keyless server (a local model) and the demo model cost nothing: open.
         "keyless upstream": {"OPENAI_BASE_URL": upstream_url},

@@ -83,11 +83,12 @@ class LocalAddresses:
 
 
 def local_only(settings: GatewaySettings) -> bool:
-    """A real key with no password and no explicit opt-in: serve this machine only. Demo mode
-    and a keyless upstream (a local model server) cost nothing, so they stay open."""
+    """A real key with no login (SITE_PASSWORD or accounts) and no explicit opt-in: serve this
+    machine only. Demo mode and a keyless upstream (a local model server) cost nothing, so
+    they stay open."""
     return (
         settings.api_key is not None
-        and settings.site_password is None
+        and not settings.login_in_force
         and not settings.allow_open_access
     )
 
@@ -101,7 +102,7 @@ def _log_access_mode(settings: GatewaySettings, local: LocalAddresses) -> None:
             "to open it up",
             gateways,
         )
-    elif settings.api_key is not None and settings.site_password is None:
+    elif settings.api_key is not None and not settings.login_in_force:
         logger.warning("access: ALLOW_OPEN_ACCESS=1: anyone who reaches this gateway uses the key")
 
 
