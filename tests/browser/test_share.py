@@ -64,6 +64,8 @@ async def test_a_signed_out_viewer_watches_the_reply_live_and_revoke_ends_it(
     viewer = await _viewer(contexts, auth_stack, url)
     await expect(viewer.locator(".msg.user .body")).to_have_text(["before sharing"])
     await expect(viewer.locator("#readonly-badge")).to_be_visible()
+    await expect(viewer.locator(".msg.user .who")).to_have_text(["User"])  # not "You"
+    await expect(viewer.locator("#conn-label")).to_have_text("connected")
     await expect(viewer.locator("#live-badge")).to_be_hidden()
     for selector in WRITING:
         await expect(viewer.locator(selector)).to_have_count(0)

@@ -14,7 +14,8 @@ export const viewOf = (id) => views.get(id);
 
 export function setConn(kind, label) {
   el.conn.dataset.state = kind;
-  el.connLabel.textContent = label || kind;
+  // A viewer's "live" is the badge of a streaming reply; its open stream is "connected".
+  el.connLabel.textContent = readOnly() && kind === "live" ? "connected" : label || kind;
 }
 
 export function renderModel() {
@@ -35,7 +36,8 @@ function createView(msg) {
   meta.className = "meta";
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = msg.role === "user" ? "You" : "Assistant";
+  // A share link's viewer did not write these.
+  who.textContent = msg.role === "user" ? (readOnly() ? "User" : "You") : "Assistant";
   const model = document.createElement("span");
   model.className = "msg-model";
   const demo = document.createElement("span");
