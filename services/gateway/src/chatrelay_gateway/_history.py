@@ -9,8 +9,6 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from chatrelay_common import (
-    DEFAULT_SEARCH_MAX_BYTES,
-    DEFAULT_SEARCH_MAX_SESSIONS,
     History,
     InvalidCursorError,
     Message,
@@ -23,15 +21,13 @@ from litestar import Controller, Request, Response, delete, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._login import login_required
 from ._schemas import UnprocessableError, error_responses
+from ._settings import GatewaySettings
 
 __all__ = [
     "HistoryRoutes",
-    "HistorySettings",
     "SessionList",
     "SessionListItem",
     "history_of",
@@ -39,27 +35,6 @@ __all__ = [
 ]
 
 DEFAULT_PAGE_SIZE: Final = 20
-
-
-class HistorySettings(BaseSettings):
-    """The list's bounds, from the environment (read once per gateway process)."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
-
-    # Largest ``limit`` a page may ask for (beyond: 422).
-    page_max: int = Field(default=100, ge=1, validation_alias="GATEWAY_SESSIONS_PAGE_MAX")
-    # A search looks at this many of the owner's newest sessions at most...
-    search_max_sessions: int = Field(
-        default=DEFAULT_SEARCH_MAX_SESSIONS, ge=1, validation_alias="GATEWAY_SEARCH_MAX_SESSIONS"
-    )
-    # ... and reads about this many bytes of their text per request at most.
-    search_max_bytes: int = Field(
-        default=DEFAULT_SEARCH_MAX_BYTES, ge=1024, validation_alias="GATEWAY_SEARCH_MAX_BYTES"
-    )
-    # Longest ``q`` (beyond: 422).
-    search_max_query_chars: int = Field(
-        default=200, ge=1, validation_alias="GATEWAY_SEARCH_MAX_QUERY_CHARS"
-    )
 
 
 class SessionListItem(msgspec.Struct):
@@ -75,10 +50,8 @@ class SessionList(msgspec.Struct):
     next: str | None
 
 
-def _settings_of(state: State) -> HistorySettings:
-    if "history_settings" not in state:
-        state.history_settings = HistorySettings()
-    settings: HistorySettings = state.history_settings
+def _settings_of(state: State) -> GatewaySettings:
+    settings: GatewaySettings = state.settings
     return settings
 
 
@@ -158,9 +131,9 @@ class HistoryRoutes(Controller):
         hold fewer than ``limit`` sessions (even none) while ``next`` is not null."""
         history, settings = history_of(request.app.state), _settings_of(request.app.state)
         if limit is None:
-            limit = min(DEFAULT_PAGE_SIZE, settings.page_max)
-        if not 1 <= limit <= settings.page_max:
-            raise UnprocessableError(detail=f"limit must be 1 to {settings.page_max}")
+            limit = min(DEFAULT_PAGE_SIZE, settings.sessions_page_max)
+        if not 1 <= limit <= settings.sessions_page_max:
+            raise UnprocessableError(detail=f"limit must be 1 to {settings.sessions_page_max}")
         if q is not None and len(q) > settings.search_max_query_chars:
             raise UnprocessableError(
                 detail=f"q must be at most {settings.search_max_query_chars} characters"

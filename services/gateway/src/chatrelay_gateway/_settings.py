@@ -3,7 +3,12 @@ from __future__ import annotations
 import ipaddress
 
 import httpx
-from chatrelay_common import DEMO_MODEL, ServiceSettings
+from chatrelay_common import (
+    DEFAULT_SEARCH_MAX_BYTES,
+    DEFAULT_SEARCH_MAX_SESSIONS,
+    DEMO_MODEL,
+    ServiceSettings,
+)
 from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "DEMO_MODEL", "GatewaySettings"]
@@ -55,6 +60,19 @@ class GatewaySettings(ServiceSettings):
         default=300.0, ge=0, validation_alias="GATEWAY_MODELS_CACHE_SECONDS"
     )
     models_timeout: float = Field(default=2.0, gt=0, validation_alias="GATEWAY_MODELS_TIMEOUT")
+    # GET /api/sessions: the largest ``limit`` a page may ask for (beyond: 422); a search
+    # looks at this many of the owner's newest sessions at most, reads about this many bytes
+    # of their text per request at most, and takes a ``q`` this long at most (beyond: 422).
+    sessions_page_max: int = Field(default=100, ge=1, validation_alias="GATEWAY_SESSIONS_PAGE_MAX")
+    search_max_sessions: int = Field(
+        default=DEFAULT_SEARCH_MAX_SESSIONS, ge=1, validation_alias="GATEWAY_SEARCH_MAX_SESSIONS"
+    )
+    search_max_bytes: int = Field(
+        default=DEFAULT_SEARCH_MAX_BYTES, ge=1024, validation_alias="GATEWAY_SEARCH_MAX_BYTES"
+    )
+    search_max_query_chars: int = Field(
+        default=200, ge=1, validation_alias="GATEWAY_SEARCH_MAX_QUERY_CHARS"
+    )
     # Text of every running reply that arrives within one tick goes to Redis in one call.
     flush_seconds: float = Field(
         default=DEFAULT_FLUSH_SECONDS, gt=0, le=1, validation_alias="GATEWAY_FLUSH_SECONDS"

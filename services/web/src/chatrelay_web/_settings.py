@@ -32,3 +32,7 @@ class WebSettings(ServiceSettings):
     # wait their turn (a burst of tabs neither stalls the loop nor opens a Redis connection
     # per tab).
     max_opening_streams: int = Field(default=32, ge=1, validation_alias="WEB_MAX_OPENING_STREAMS")
+    # Open viewer streams per share link, per web process; more get 429 with Retry-After.
+    max_viewers_per_share: int = Field(
+        default=200, ge=1, validation_alias="WEB_MAX_VIEWERS_PER_SHARE"
+    )

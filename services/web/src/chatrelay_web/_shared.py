@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 from chatrelay_common import (
     REVOKED_FRAME,
-    ServiceSettings,
     SessionNotFoundError,
     SessionStore,
     ShareKeys,
@@ -38,8 +37,6 @@ from litestar.exceptions import (
 )
 from litestar.response import File
 from litestar.types import HTTPScope, Receive, Scope, Send
-from pydantic import Field
-from pydantic_settings import BaseSettings
 from redis.exceptions import RedisError
 
 from ._controllers import STATIC_DIR, answer_error, requested_event_id, shared_snapshots
@@ -47,7 +44,6 @@ from ._events import EventStream, StreamTiming
 from ._fanout import Fanout, FanoutUnavailableError, Subscriber
 
 __all__ = [
-    "ShareSettings",
     "ShareViewers",
     "SharedController",
     "open_shared_events",
@@ -60,18 +56,6 @@ _EVENTS_PATH = re.compile(r"^/api/shared/([^/]+)/events/?$")
 _NO_SUCH_LINK = "No such share link (it may have been revoked)"
 # A viewer over the cap is told to come back in this many seconds.
 _VIEWERS_RETRY_AFTER = 10
-DEFAULT_MAX_VIEWERS_PER_SHARE = 200
-
-
-class ShareSettings(BaseSettings):
-    """The share links' limit, read from the environment as ``WebSettings`` is."""
-
-    model_config = ServiceSettings.model_config
-
-    # Open viewer streams per share link, per web process; more get 429 with Retry-After.
-    max_viewers: int = Field(
-        default=DEFAULT_MAX_VIEWERS_PER_SHARE, ge=1, validation_alias="WEB_MAX_VIEWERS_PER_SHARE"
-    )
 
 
 class ShareViewers:

@@ -39,7 +39,6 @@ from ._heap import freeze_after_growth, tune_collector
 from ._settings import WebSettings
 from ._shared import (
     SharedController,
-    ShareSettings,
     ShareViewers,
     open_shared_events,
     shared_events_token,
@@ -139,7 +138,7 @@ def create_app(settings: WebSettings | None = None) -> Litestar:
             "settings": provide_value(settings),
         },
         state=State(
-            {"settings": settings, "share_viewers": ShareViewers(ShareSettings().max_viewers)}
+            {"settings": settings, "share_viewers": ShareViewers(settings.max_viewers_per_share)}
         ),
         exception_handlers=exception_handlers(),
         openapi_config=None,
