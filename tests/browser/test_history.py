@@ -284,3 +284,15 @@ async def test_accounts_log_in_by_name_and_see_only_their_own_chats(
     await expect(bob_page.locator("#fatal")).to_contain_text("does not exist")
     await expect(bob_page.locator("#whoami")).to_have_text(bob)
     await expect(chat_titles(bob_page)).to_have_count(0)
+
+    # Alice logs out and Bob signs in on her browser: the list it painted early from
+    # localStorage was hers, and is gone (Bob's list from the server is held back here).
+    await expect(chat_titles(page)).to_have_text(["slow 150 40"])
+    await page.locator("#logout").click()
+    await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
+    await device_a.route(re.compile(r"/api/sessions\?"), lambda route: route.abort())
+    await _log_in_on_the_page(page, bob, ACCOUNT_PASSWORD)
+    await expect(page.locator("#whoami")).to_have_text(bob)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#recent-empty")).to_be_visible()
+    await expect(chat_titles(page)).to_have_count(0)

@@ -1,9 +1,11 @@
 // Who is signed in (GET /api/auth, open to all): "Log out" only when a login is in force
 // (SITE_PASSWORD or accounts; open mode has nothing to log out of), and the account's name.
+import { forgetHistoryCache } from "./cache.js";
 import { el } from "./dom.js";
 
 export async function initAccount() {
   el.logout.addEventListener("click", async () => {
+    forgetHistoryCache();
     try {
       await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
     } catch { /* going to the login page anyway */ }

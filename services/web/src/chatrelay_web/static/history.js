@@ -3,12 +3,12 @@
 // and per chat: rename, export, delete. The first page is also kept in localStorage, only to
 // paint the list at once on the next load (and in this browser's other tabs).
 import { api, explain } from "./api.js";
+import { HISTORY_CACHE_KEY } from "./cache.js";
 import { el, toast } from "./dom.js";
 import { state } from "./state.js";
 import { renderTitle } from "./views.js";
 
-const CACHE_KEY = "chatrelay.history";
-const OLD_CACHE_KEY = "chatrelay.recent"; // the list before it moved to the server
+const LEGACY_RECENT_KEY = "chatrelay.recent"; // the list before it moved to the server
 const PAGE_SIZE = 30;
 const SEARCH_DELAY_MS = 250;
 const UNTITLED = "New chat";
@@ -30,7 +30,7 @@ const exportHref = (id, format) =>
 
 function readCache() {
   try {
-    const cached = JSON.parse(localStorage.getItem(CACHE_KEY) || "null");
+    const cached = JSON.parse(localStorage.getItem(HISTORY_CACHE_KEY) || "null");
     if (cached && Array.isArray(cached.items)) {
       return cached.items.filter((item) => item && typeof item.id === "string");
     }
@@ -41,8 +41,8 @@ function readCache() {
 function writeCache() {
   if (list.query) return; // only the unfiltered first page is worth painting early
   try {
-    localStorage.setItem(CACHE_KEY, JSON.stringify({ items: list.items.slice(0, PAGE_SIZE) }));
-    localStorage.removeItem(OLD_CACHE_KEY);
+    localStorage.setItem(HISTORY_CACHE_KEY, JSON.stringify({ items: list.items.slice(0, PAGE_SIZE) }));
+    localStorage.removeItem(LEGACY_RECENT_KEY);
   } catch { /* storage full or disabled: the cache is a convenience */ }
 }
 
@@ -357,7 +357,7 @@ export function initHistory() {
     if (document.visibilityState === "visible") scheduleHistoryRefresh();
   });
   window.addEventListener("storage", (event) => {
-    if (event.key === CACHE_KEY && !list.query && list.pages <= 1) {
+    if (event.key === HISTORY_CACHE_KEY && !list.query && list.pages <= 1) {
       list.items = readCache();
       render();
     }

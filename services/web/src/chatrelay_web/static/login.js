@@ -1,6 +1,8 @@
 // Login page: trades the site password (or, in accounts mode, a username and password) for
 // an httpOnly cookie (POST /api/login). The password is only ever sent in that request body;
 // nothing is stored in the browser.
+import { forgetHistoryCache } from "./cache.js";
+
 const form = document.getElementById("login-form");
 const input = document.getElementById("password");
 const username = document.getElementById("username");
@@ -42,6 +44,7 @@ form.addEventListener("submit", async (event) => {
       credentials: "same-origin",
     });
     if (res.ok) {
+      forgetHistoryCache(); // the list painted early must be this login's
       input.value = "";
       location.replace(nextUrl());
       return;
