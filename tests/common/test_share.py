@@ -74,3 +74,16 @@ async def test_deleting_the_session_deletes_its_link(store: SessionStore, redis:
     await History(store).delete(session_id)
     assert await redis.exists(ShareKeys(token).link) == 0
     assert await links.session_of(token) is None
+
+
+async def test_the_link_lives_as_long_as_its_session_while_the_owner_writes(
+    store: SessionStore, redis: Redis
+) -> None:
+    session_id = await store.create(SessionSettings(model="m"))
+    link = await ShareLinks(redis).share(session_id)
+    # Nobody opens the link for a while; the owner keeps writing.
+    await redis.expire(ShareKeys(link.token).link, 5)
+    await store.update_settings(session_id, {"system": "s"})
+    session_ttl = await redis.ttl(SessionKeys(session_id).session)
+    assert session_ttl > 5
+    assert await redis.ttl(ShareKeys(link.token).link) == session_ttl

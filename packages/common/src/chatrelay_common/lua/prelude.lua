@@ -76,6 +76,9 @@ local function touch_all()
     redis.call('ZADD', OWNER_INDEX_PREFIX .. owner, now_ms(), sid)
     redis.call('EXPIRE', OWNER_INDEX_PREFIX .. owner, ttl)
   end
+  -- Its share link lives as long as it does too.
+  local share = redis.call('HGET', session_key, FIELD_SHARE)
+  if share then redis.call('EXPIRE', SHARE_PREFIX .. share, ttl) end
 end
 -- The cheap form for a delta: only the keys it writes (the others were touched at its start),
 -- and only once the TTL has run down (a second at most): at the pace of tokens, five EXPIREs
