@@ -193,18 +193,18 @@ async def test_a_chat_started_on_one_device_streams_live_on_another(
     device_b = await contexts.new(stack.url)
     await same_owner(device_b, device_a, stack.url)
 
-    await send(tab_a, "slow 150 40")  # about 6 s
+    await send(tab_a, "slow 300 40")  # about 12 s: device B arrives mid-reply even on a busy box
     await expect(last_reply(tab_a).locator(".body")).to_contain_text("w003")
     # The first message named the chat (the server's default title), in this tab too.
-    await expect(tab_a).to_have_title("slow 150 40 · chatrelay")
+    await expect(tab_a).to_have_title("slow 300 40 · chatrelay")
     tab_b = await open_chat(device_b)
-    await tab_b.locator("#recent-list a", has_text="slow 150 40").click()
+    await tab_b.locator("#recent-list a", has_text="slow 300 40").click()
     await expect(tab_b).to_have_url(f"/s/{session_id(tab_a)}")
     # It arrives mid-reply and follows it to the end, live.
     await expect(last_reply(tab_b)).to_have_attribute("data-status", "streaming")
     await expect(last_reply(tab_b)).to_have_attribute("data-status", "complete", timeout=30_000)
-    await expect(last_reply(tab_b).locator(".body")).to_have_text(slow_text(150))
-    await expect(last_reply(tab_a).locator(".body")).to_have_text(slow_text(150))
+    await expect(last_reply(tab_b).locator(".body")).to_have_text(slow_text(300))
+    await expect(last_reply(tab_a).locator(".body")).to_have_text(slow_text(300))
 
     # Another browser (another owner) does not list it.
     stranger = await open_chat(await contexts.new(stack.url))
@@ -220,13 +220,13 @@ async def test_with_the_site_password_every_login_shares_one_list(
     for device in (device_a, device_b):
         await sign_in(device, SITE_PASSWORD)
     tab_a = await open_chat(device_a)
-    await send(tab_a, "slow 121 40")  # a length no other test asks for: its title is unique
+    await send(tab_a, "slow 221 40")  # a length no other test asks for: its title is unique
     await expect(last_reply(tab_a).locator(".body")).to_contain_text("w003")
     tab_b = await open_chat(device_b)
-    await chat_titles(tab_b).filter(has_text=re.compile("^slow 121 40$")).click()
+    await chat_titles(tab_b).filter(has_text=re.compile("^slow 221 40$")).click()
     await expect(tab_b).to_have_url(f"/s/{session_id(tab_a)}")
     await expect(last_reply(tab_b)).to_have_attribute("data-status", "complete", timeout=30_000)
-    await expect(last_reply(tab_b).locator(".body")).to_have_text(slow_text(121))
+    await expect(last_reply(tab_b).locator(".body")).to_have_text(slow_text(221))
 
 
 async def test_log_out_shows_only_when_a_login_is_in_force(
@@ -261,7 +261,7 @@ async def test_accounts_log_in_by_name_and_see_only_their_own_chats(
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await expect(page.locator("#whoami")).to_have_text(alice)
     await expect(page.locator("#logout")).to_be_visible()
-    await send(page, "slow 150 40")
+    await send(page, "slow 300 40")
     await expect(last_reply(page).locator(".body")).to_contain_text("w003")
 
     # Alice on another device: the chat is in her list and streams there live.
@@ -270,11 +270,11 @@ async def test_accounts_log_in_by_name_and_see_only_their_own_chats(
     await other.goto("/login")
     await _log_in_on_the_page(other, alice, ACCOUNT_PASSWORD)
     await expect(other.locator("#conn")).to_have_attribute("data-state", "live")
-    await chat_titles(other).filter(has_text=re.compile("^slow 150 40$")).click()
+    await chat_titles(other).filter(has_text=re.compile("^slow 300 40$")).click()
     await expect(other).to_have_url(f"/s/{session_id(page)}")
     await expect(last_reply(other)).to_have_attribute("data-status", "streaming")
     await expect(last_reply(other)).to_have_attribute("data-status", "complete", timeout=30_000)
-    await expect(last_reply(other).locator(".body")).to_have_text(slow_text(150))
+    await expect(last_reply(other).locator(".body")).to_have_text(slow_text(300))
 
     # Bob lists none of it, and her chat's address is no chat to him.
     bobs = await contexts.new(accounts_stack.url)
@@ -287,7 +287,7 @@ async def test_accounts_log_in_by_name_and_see_only_their_own_chats(
 
     # Alice logs out and Bob signs in on her browser: the list it painted early from
     # localStorage was hers, and is gone (Bob's list from the server is held back here).
-    await expect(chat_titles(page)).to_have_text(["slow 150 40"])
+    await expect(chat_titles(page)).to_have_text(["slow 300 40"])
     await page.locator("#logout").click()
     await expect(page).to_have_url(re.compile(r"/login(\?|$)"))
     await device_a.route(re.compile(r"/api/sessions\?"), lambda route: route.abort())
