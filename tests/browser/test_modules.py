@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from chatrelay_common import DEMO_MODEL, Event
+from chatrelay_common import DEMO_MODEL, Event, Revoked
 from playwright.async_api import BrowserContext
 
 from tests.browser.pages import open_chat
@@ -34,6 +34,7 @@ async def test_the_page_listens_for_every_event_the_server_defines(
     page = await open_chat(context)
     wire = await page.evaluate("async () => (await import('/wire.js')).EVENTS")
     assert wire == {struct.__name__: struct.name for struct in get_args(Event)}
+    assert await page.evaluate("async () => (await import('/wire.js')).REVOKED") == Revoked.name
     listened = await page.evaluate("window.__listened")
     assert sorted(listened) == sorted(struct.name for struct in get_args(Event))
 

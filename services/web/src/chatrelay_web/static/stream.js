@@ -11,10 +11,8 @@ import {
   appendMessage, finish, foldThinking, removeViews, renderAll, renderChrome, renderControls, renderModel,
   renderTitle, rerender, scheduleRender, setConn, showFatal,
 } from "./views.js";
-import { EVENTS } from "/wire.js";
-
-// A share link's viewers only: not one of the session's logged events (not in /wire.js).
-const REVOKED = "revoked";
+// REVOKED: a share link's viewers only, not one of the session's logged events (EVENTS).
+import { EVENTS, REVOKED } from "/wire.js";
 
 function revoke() {
   stopStream("revoked");
