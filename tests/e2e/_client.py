@@ -146,11 +146,15 @@ class Stack:
         # The edge's certificate is self-signed, made inside the stack.
         return httpx.Client(base_url=self.base_url, verify=False, timeout=15.0)  # noqa: S501
 
-    def compose(self, *args: str, timeout: float = 300.0) -> str:
+    def compose(self, *args: str, timeout: float = 300.0, stdin: str | None = None) -> str:
         assert self.compose_cmd, "not a compose stack"
         started = time.monotonic()
         done = subprocess.run(
-            [*self.compose_cmd, *args], capture_output=True, text=True, timeout=timeout
+            [*self.compose_cmd, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
         )
         took = time.monotonic() - started
         assert done.returncode == 0, f"compose {' '.join(args)}: {done.stdout}\n{done.stderr}"
