@@ -77,8 +77,10 @@ __all__ = [
     "DeltaWrite",
     "LeaseState",
     "LoggedEvent",
+    "ModelNotAllowedError",
     "NothingToRegenerateError",
     "ReplyBusyError",
+    "ReplyStart",
     "SessionFullError",
     "SessionNotFoundError",
     "SessionStore",
@@ -124,6 +126,14 @@ class NothingToRegenerateError(ValueError):
     pass
 
 
+class ModelNotAllowedError(ValueError):
+    """The session's model is not one of those the caller allows (any more)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.model = model
+
+
 class SessionFullError(RuntimeError):
     """A new message would take the session's text over its size cap."""
 
@@ -147,6 +157,18 @@ LeaseState = Literal["kept", "stop", "lost"]
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyStart:
+    """A reply just opened, with what its upstream request needs: the session's settings
+    and its conversation as ``(role, text)`` (the reply's own, and empty messages, left out;
+    text only: a reply's reasoning is never sent back)."""
+
+    message_id: str | None  # the user's message; None when regenerating
+    reply_id: str
+    settings: SessionSettings
+    history: list[tuple[Role, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class LoggedEvent:
     seq: int
     name: str
@@ -162,6 +184,7 @@ class _Outcome(IntEnum):
     NOTHING_TO_REGENERATE = -3  # or the message to replace is not in the session
     SESSION_FULL = -4
     SETTINGS_MOVED = -5  # another update came in since the caller read the settings
+    MODEL_NOT_ALLOWED = -6  # the session's model is not one the caller allows (any more)
 
 
 class _Delta(IntEnum):
@@ -256,6 +279,9 @@ _LUA_CONSTANTS: Final[dict[str, int | str | bytes | tuple[bytes, bytes]]] = {
     # A session's keys from its id alone (the owner index lists ids): prefix and hash.
     "SESSION_BASE": _around_id(SessionKeys(_ID_SLOT).base),
     "SESSION_HASH": SessionKeys(_ID_SLOT).session.removeprefix(SessionKeys(_ID_SLOT).base),
+    "SETTINGS_MODEL": next(
+        f.encode_name for f in msgspec.structs.fields(SessionSettings) if f.name == "model"
+    ),
     "WIRE_SEPARATOR": WIRE_SEPARATOR,
     **{
         f"{event.name.upper()}_EVENT": event.name
@@ -490,7 +516,34 @@ class SessionStore:
         replace_from: str | None = None,
     ) -> tuple[str | None, str]:
         """Add the user's message (``content``; None regenerates the last reply) and open a
-        streaming reply holding a lease. Returns ``(message_id, reply_id)``."""
+        streaming reply of ``model`` holding a lease. Returns ``(message_id, reply_id)``."""
+        began = await self._begin_reply(session_id, (model,), content, replace_from, fixed=True)
+        return began.message_id, began.reply_id
+
+    async def start_reply(
+        self,
+        session_id: str,
+        *,
+        allowed_models: Sequence[str],
+        content: str | None,
+        replace_from: str | None = None,
+    ) -> ReplyStart:
+        """``begin_reply`` with the session's own model, which must be one of
+        ``allowed_models`` (else ``ModelNotAllowedError``, before anything is written), in one
+        round trip that also returns what the upstream request needs."""
+        return await self._begin_reply(
+            session_id, allowed_models, content, replace_from, fixed=False
+        )
+
+    async def _begin_reply(
+        self,
+        session_id: str,
+        models: Sequence[str],
+        content: str | None,
+        replace_from: str | None,
+        *,
+        fixed: bool,
+    ) -> ReplyStart:
         reply_id = new_id(12)
         message_id = new_id(12) if content is not None else None
         created_at = utc_now()
@@ -503,7 +556,13 @@ class SessionStore:
                 created_at=created_at,
             )
         )
-        result = await self._write(
+        # Each model the reply may use, with its `start` event: the script picks the
+        # session's, or (fixed) takes the one given; see begin_reply.lua.
+        choices: list[str | bytes] = [] if fixed else ["", ""]
+        for model in models:
+            start = Start(reply_id=reply_id, model=model, created_at=created_at)
+            choices += [model, encode_data(start)]
+        out = await self._run(
             self._begin,
             session_id,
             "send" if content is not None else "regenerate",
@@ -512,17 +571,23 @@ class SessionStore:
             content or "",
             encode_data(message),
             reply_id,
-            encode_data(Start(reply_id=reply_id, model=model, created_at=created_at)),
             created_at,
-            model,
             "" if content is None else default_title(content),
+            *choices,
         )
+        result, *rest = out
+        if result == _Outcome.MODEL_NOT_ALLOWED:
+            raise ModelNotAllowedError(rest[0].decode() if rest else "")
         if result == _Outcome.NOTHING_TO_REGENERATE:
             raise NothingToRegenerateError(replace_from or "")
         if result == _Outcome.SESSION_FULL:
             raise SessionFullError(self._session_max_bytes)
         _raise_unless_done(result, session_id)
-        return message_id, reply_id
+        settings, *flat = rest
+        history = [
+            (cast("Role", flat[i].decode()), flat[i + 1].decode()) for i in range(0, len(flat), 2)
+        ]
+        return ReplyStart(message_id, reply_id, _settings_decoder.decode(settings), history)
 
     async def append_delta(
         self,

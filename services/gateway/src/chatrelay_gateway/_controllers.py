@@ -12,13 +12,14 @@ from chatrelay_common import (
     clean_title,
     is_session_id,
 )
+from chatrelay_common._store import ModelNotAllowedError
 from chatrelay_litestar import identity_of
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 
-from ._generation import Generations
+from ._generation import Generations, chat_body
 from ._history import HistoryRoutes, history_of
 from ._limits import ReplySlots
 from ._login import login_required
@@ -46,14 +47,19 @@ def _checked(session_id: str) -> str:
     return session_id
 
 
-def _allowed(model: str, allowed_models: tuple[str, ...], *, stored: bool = False) -> str:
+def _not_allowed(
+    model: str, allowed_models: tuple[str, ...], *, stored: bool
+) -> UnprocessableError:
+    where = "This session's model" if stored else "Model"
+    fix = "; pick another with PATCH" if stored else ""
+    return UnprocessableError(
+        detail=f"{where} {model!r} is not allowed here{fix}. Allowed: {', '.join(allowed_models)}"
+    )
+
+
+def _allowed(model: str, allowed_models: tuple[str, ...]) -> str:
     if model not in allowed_models:
-        where = "This session's model" if stored else "Model"
-        fix = "; pick another with PATCH" if stored else ""
-        raise UnprocessableError(
-            detail=f"{where} {model!r} is not allowed here{fix}. "
-            f"Allowed: {', '.join(allowed_models)}"
-        )
+        raise _not_allowed(model, allowed_models, stored=False)
     return model
 
 
@@ -199,17 +205,24 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
 async def _begin(
     reply: _Reply, session_id: str, content: str | None, replace_from: str | None
 ) -> tuple[str | None, str]:
-    settings = await reply.store.settings(session_id)
-    # The operator may have narrowed OPENAI_MODELS since this session chose its model.
-    model = _allowed(settings.model, reply.allowed_models, stored=True)
     reply.slots.take(reply.client)
     try:
-        ids = await reply.store.begin_reply(
-            session_id, model=model, content=content, replace_from=replace_from
-        )
-        task = reply.generations.start(session_id, ids[1])
+        # One round trip: the store checks the session's model against the allowed ones
+        # before it writes, and returns what the upstream request needs.
+        try:
+            began = await reply.store.start_reply(
+                session_id,
+                allowed_models=reply.allowed_models,
+                content=content,
+                replace_from=replace_from,
+            )
+        except ModelNotAllowedError as exc:
+            # The operator may have narrowed OPENAI_MODELS since this session chose it.
+            raise _not_allowed(exc.model, reply.allowed_models, stored=True) from None
+        request = chat_body(began.settings, began.history)
+        task = reply.generations.start(session_id, began.reply_id, request)
     except BaseException:
         reply.slots.release(reply.client)
         raise
     reply.slots.release_when_done(reply.client, task)
-    return ids
+    return began.message_id, began.reply_id

@@ -16,12 +16,20 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
-from chatrelay_common import CONTROL_CHANNEL, Done, ErrorEvent, SessionStore, Snapshot, Timing
+from chatrelay_common import (
+    CONTROL_CHANNEL,
+    Done,
+    ErrorEvent,
+    SessionSettings,
+    SessionStore,
+    Snapshot,
+    Timing,
+)
 from chatrelay_common._store import DeltaWrite
 from redis.exceptions import RedisError
 
@@ -69,28 +77,31 @@ _MESSAGES: dict[CancelReason, str] = {
 }
 
 
-def chat_body(snapshot: Snapshot, reply_id: str) -> dict[str, Any]:
-    """The upstream request for ``reply_id``: the system prompt, then the conversation (its
-    text only: a reply's reasoning is never sent back)."""
-    settings = snapshot.settings
+def chat_body(settings: SessionSettings, history: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The upstream request: the system prompt, then the conversation as ``(role, text)``
+    (``SessionStore.start_reply`` gives it: a reply's reasoning is never sent back)."""
     messages: list[dict[str, str]] = []
     if settings.system:
         messages.append({"role": "system", "content": settings.system})
-    messages.extend(
-        {"role": m.role, "content": m.content}
-        for m in snapshot.messages
-        if m.id != reply_id and m.content
-    )
+    messages.extend({"role": role, "content": text} for role, text in history)
     body: dict[str, Any] = {"model": settings.model, "messages": messages}
     if settings.temperature is not None:
         body["temperature"] = settings.temperature
     return body
 
 
+def _snapshot_body(snapshot: Snapshot, reply_id: str) -> dict[str, Any]:
+    """``chat_body`` for a reply opened with ``SessionStore.begin_reply``, from a snapshot."""
+    history = ((m.role, m.content) for m in snapshot.messages if m.id != reply_id and m.content)
+    return chat_body(snapshot.settings, history)
+
+
 @dataclass(eq=False)
 class _Job:
     session_id: str
     reply_id: str
+    # The upstream request, when the reply's start gave it (else read from a snapshot).
+    request: dict[str, Any] | None = None
     reader: asyncio.Task[Completion] | None = None
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -267,10 +278,13 @@ class Generations:
         self._keepalive_seconds = store.lease_seconds / 3
         self._keepalive: asyncio.Task[None] | None = None
 
-    def start(self, session_id: str, reply_id: str) -> asyncio.Task[None]:
+    def start(
+        self, session_id: str, reply_id: str, request: dict[str, Any] | None = None
+    ) -> asyncio.Task[None]:
         """Run the reply in the background: it goes on when every tab has closed. The task
-        is done once the reply has ended, whatever the outcome."""
-        job = _Job(session_id, reply_id, started=asyncio.get_running_loop().time())
+        is done once the reply has ended, whatever the outcome. ``request`` is its upstream
+        request (``chat_body``); without it, it is built from a snapshot of the session."""
+        job = _Job(session_id, reply_id, request, started=asyncio.get_running_loop().time())
         self._jobs[session_id] = job
         job.task = asyncio.create_task(self._run(job), name=f"reply {reply_id}")
         if self._keepalive is None or self._keepalive.done():  # first use, or after aclose
@@ -341,8 +355,10 @@ class Generations:
                 del self._jobs[job.session_id]
 
     async def _generate(self, job: _Job) -> Done | ErrorEvent:
-        snapshot = await self._store.snapshot(job.session_id)
-        job.reader = asyncio.create_task(self._read(job, chat_body(snapshot, job.reply_id)))
+        request = job.request
+        if request is None:
+            request = _snapshot_body(await self._store.snapshot(job.session_id), job.reply_id)
+        job.reader = asyncio.create_task(self._read(job, request))
         time_upstream(job.reader)
         if job.cancel_reason is not None:  # stopped before it began
             job.reader.cancel()
