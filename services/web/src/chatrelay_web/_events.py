@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import AsyncIterator, Awaitable, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 from chatrelay_common import (
@@ -61,65 +60,6 @@ _IN_FLIGHT_AFTER = {
 def _in_flight_after(name: str, in_flight: bool) -> bool:
     """Whether a reply streams after an event named ``name``."""
     return _IN_FLIGHT_AFTER.get(name, in_flight)
-
-
-def _follow(events: list[LiveEvent], last: int, in_flight: bool) -> tuple[int, bool] | None:
-    """The last seq and whether a reply streams after ``events`` when they are exactly the
-    next ones after ``last`` (the usual case); None otherwise."""
-    for live in events:
-        if live.seq != last + 1:
-            return None
-        last, in_flight = live.seq, _in_flight_after(live.name, in_flight)
-    return last, in_flight
-
-
-class _UnfinishedWrite:
-    """A write begun from the fan-out's flush (see ``EventStream._deliver``) that has to wait,
-    the socket being paused (flow control), or that failed: the connection's own task awaits
-    this to finish it (or raise its error) before it writes anything else."""
-
-    __slots__ = ("_error", "_steps", "_waiting_on")
-
-    def __init__(
-        self, steps: Generator[Any, Any, None] | None, waiting_on: Any, error: Exception | None
-    ) -> None:
-        self._steps = steps
-        self._waiting_on = waiting_on
-        self._error = error
-
-    @classmethod
-    def begin(cls, write: Awaitable[None]) -> _UnfinishedWrite | None:
-        """Run ``write`` up to its first wait; None when it completed without one."""
-        steps = write.__await__()
-        try:
-            waiting_on = steps.send(None)
-        except StopIteration:
-            return None
-        except Exception as exc:  # raised in the connection's task, not in the flush
-            return cls(None, None, exc)
-        return cls(steps, waiting_on, None)
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        if self._steps is None:
-            raise cast("Exception", self._error)
-        steps, waiting_on = self._steps, self._waiting_on
-        while True:  # what ``await`` does, from the write's first wait on
-            try:
-                sent = yield waiting_on
-            except BaseException as exc:  # a cancellation, thrown into the waiting write
-                try:
-                    waiting_on = steps.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = steps.send(sent)
-                except StopIteration:
-                    return
-
-    def abandon(self) -> None:
-        if self._steps is not None:
-            self._steps.close()
 
 
 async def _in_flight_at(store: SessionStore, session_id: str, seq: int) -> bool:
@@ -259,7 +199,6 @@ class EventStream:
         "_store",
         "_subscriber",
         "_timing",
-        "_unfinished",
     )
     _send: Send
     _subscriber: Subscriber
@@ -289,7 +228,6 @@ class EventStream:
         self._last = 0
         self._in_flight = False
         self._last_write = self._last_heard = 0.0
-        self._unfinished: _UnfinishedWrite | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
@@ -308,7 +246,6 @@ class EventStream:
                         self._ends.add_done_callback(subscriber.close)
                     await self._open(self._snapshots.epoch)
                     self._last_write = self._last_heard = asyncio.get_running_loop().time()
-                    subscriber.deliver_with(self._deliver)
                     while await self._step():
                         pass
                     ends = self._ends
@@ -326,8 +263,6 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
-            if self._unfinished is not None:
-                self._unfinished.abandon()
             SSE_CONNECTIONS.dec()
 
     async def _write(self, chunk: bytes) -> None:
@@ -375,38 +310,14 @@ class EventStream:
         await self._catch_up(frames)
         return b"".join(frames)
 
-    def _deadline(self) -> float:
-        """When to write a heartbeat, or (a reply in flight) to re-check the log."""
-        deadline = self._last_write + self._timing.heartbeat_seconds
-        if self._in_flight:
-            deadline = min(deadline, self._last_heard + self._timing.stall_seconds)
-        return deadline
-
-    def _deliver(self, events: list[LiveEvent]) -> float | None:
-        """Called from the fan-out's flush while this connection waits (``Deliver``): in the
-        usual case (the next events in order, the stream goes on) write them from there, so
-        that this connection's task need not wake up. The server's ``send`` writes to the
-        socket without waiting unless the socket is paused (flow control); then the task
-        finishes the write (``_unfinished``) before anything else."""
-        followed = _follow(events, self._last, self._in_flight)
-        if followed is None or events[-1].name in STREAM_ENDING_EVENTS:
-            return None
-        self._last, self._in_flight = followed
-        self._last_write = self._last_heard = asyncio.get_running_loop().time()
-        chunk = self._subscriber.join(events)
-        self._unfinished = _UnfinishedWrite.begin(
-            self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-        )
-        return self._deadline() if self._unfinished is None else -math.inf
-
     async def _step(self) -> bool:
         """Wait for live events (or a deadline) and write what is due. False: closed."""
         loop = asyncio.get_running_loop()
         timing = self._timing
-        batch = await self._subscriber.take(self._deadline())
-        if self._unfinished is not None:
-            unfinished, self._unfinished = self._unfinished, None
-            await unfinished
+        deadline = self._last_write + timing.heartbeat_seconds
+        if self._in_flight:
+            deadline = min(deadline, self._last_heard + timing.stall_seconds)
+        batch = await self._subscriber.take(deadline)
         if not batch:
             now = loop.time()
             if self._in_flight and now - self._last_heard >= timing.stall_seconds:
@@ -422,9 +333,13 @@ class EventStream:
         self._last_heard = loop.time()
         if None not in batch:  # the usual case: the next events in order, all written at once
             events = cast("list[LiveEvent]", batch)
-            followed = _follow(events, self._last, self._in_flight)
-            if followed is not None:
-                self._last, self._in_flight = followed
+            expected, in_flight = self._last + 1, self._in_flight
+            for live in events:
+                if live.seq != expected:
+                    break
+                expected, in_flight = expected + 1, _in_flight_after(live.name, in_flight)
+            else:
+                self._last, self._in_flight = expected - 1, in_flight
                 self._last_write = self._last_heard
                 await self._write(self._subscriber.join(events))
                 # Nothing follows a session's last event (`deleted`): its streams end.

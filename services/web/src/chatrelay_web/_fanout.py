@@ -27,9 +27,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from chatrelay_common import WEB_HOME_PREFIX, decode_wire, encode_sse, new_id
 from redis.asyncio import Redis
@@ -42,7 +42,6 @@ __all__ = [
     "DEFAULT_FLUSH_SPACING",
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_BACKLOG_BYTES",
-    "Deliver",
     "Fanout",
     "FanoutUnavailableError",
     "LiveEvent",
@@ -66,12 +65,6 @@ class LiveEvent:
     seq: int
     name: str
     frame: bytes
-
-
-# A connection's way to take a flush's events without its task waking up (see
-# ``Subscriber.deliver_with``): returns its next deadline for ``take``; ``-inf``: it took the
-# events but its task must run now; ``None``: it did not take them, wake its task instead.
-Deliver = Callable[[list[LiveEvent]], float | None]
 
 
 class _JoinedRun:
@@ -126,16 +119,7 @@ class Subscriber:
     shared wheel lazily: events never arm or disarm anything, and a slot that comes due after
     the deadline moved later just arms it again."""
 
-    __slots__ = (
-        "_armed",
-        "_deadline",
-        "_deliver",
-        "_joined",
-        "_waiter",
-        "_wheel",
-        "pending",
-        "queued_bytes",
-    )
+    __slots__ = ("_armed", "_deadline", "_joined", "_waiter", "_wheel", "pending", "queued_bytes")
 
     def __init__(self, joined: _JoinedRun, wheel: _DeadlineWheel) -> None:
         self._joined = joined
@@ -147,13 +131,6 @@ class Subscriber:
         self._deadline = math.inf
         # When the earliest wheel slot holding this subscriber comes due (inf: none does).
         self._armed = math.inf
-        self._deliver: Deliver | None = None
-
-    def deliver_with(self, deliver: Deliver) -> None:
-        """From now on, a flush that finds this subscriber waiting in ``take`` hands the
-        events to ``deliver`` first, right there: at thousands of connections, waking each
-        one's task to write was about half of a flush's cost."""
-        self._deliver = deliver
 
     def put(self, event: LiveEvent | None) -> None:
         """Queue without waking: the fan-out wakes once per flush (or now, for a close)."""
@@ -164,25 +141,6 @@ class Subscriber:
     def wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def flush(self) -> None:
-        """The fan-out's once-per-flush call: what is pending goes to the waiting connection
-        through its ``deliver`` (it keeps waiting) or, failing that, by waking it. A connection
-        that is not waiting in ``take`` (busy writing, catching up) takes it there itself."""
-        waiter = self._waiter
-        if waiter is None or waiter.done() or not self.pending:
-            return
-        if self._deliver is not None and None not in self.pending:
-            deadline = self._deliver(cast("list[LiveEvent]", self.pending))
-            if deadline is not None:
-                self.pending = []
-                self.queued_bytes = 0
-                if deadline > -math.inf:
-                    self._deadline = deadline
-                    if deadline < self._armed:
-                        self._armed = self._wheel.arm(self, deadline)
-                    return
-        waiter.set_result(None)
 
     def on_deadline(self, at: float) -> None:
         """A wheel slot holding this subscriber came due at loop time ``at``."""
@@ -429,11 +387,11 @@ class Fanout:
                 loop.call_at(at, self._flush, state)
 
     def _flush(self, state: _Channel) -> None:
-        """Hand each subscriber of the channel every event since the last flush, at once."""
+        """Wake each subscriber of the channel once for every event since the last flush."""
         state.flush_scheduled = False
         state.flushed_at = asyncio.get_running_loop().time()
         for subscriber in state.subscribers:
-            subscriber.flush()
+            subscriber.wake()
         self._lag.flushed(state.received_at)
 
     def _close_all(self) -> None:
