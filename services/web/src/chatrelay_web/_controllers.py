@@ -4,9 +4,9 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from chatrelay_common import AUTH_COOKIE, SessionStore, is_session_id
@@ -38,6 +38,7 @@ from ._wire_module import WIRE_MODULE
 __all__ = [
     "STATIC_DIR",
     "PageController",
+    "admitted",
     "answer_error",
     "events_session_id",
     "open_events",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chatrelay")
+
+_Stream = TypeVar("_Stream")
 
 STATIC_DIR = Path(__file__).parent / "static"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
@@ -177,13 +180,25 @@ async def open_events(
     small loop turns instead of one long one, and Redis reads go out over a few pooled
     connections instead of a new connection per tab."""
     opening: asyncio.Semaphore = state.opening
+    return await admitted(
+        state, send, "a session", lambda: _open_events(state, scope, session_id, opening)
+    )
+
+
+async def admitted(
+    state: State, send: Send, what: str, open_stream: Callable[[], Awaitable[_Stream]]
+) -> _Stream | None:
+    """``open_stream()`` once one of the ``WEB_MAX_OPENING_STREAMS`` places is free: the
+    stream, or None once its error is answered (an HTTP exception as the API gives it, any
+    other as a logged 500)."""
+    opening: asyncio.Semaphore = state.opening
     try:
         async with opening:
-            return await _open_events(state, scope, session_id, opening)
+            return await open_stream()
     except HTTPException as exc:
-        await answer_error(send, exc.status_code, exc.detail)
+        await answer_error(send, exc.status_code, exc.detail, exc.headers)
     except Exception:
-        logger.exception("unhandled error opening the events of a session")
+        logger.exception("unhandled error opening the events of %s", what)
         await answer_error(send, 500, "Internal server error")
     return None
 

@@ -13,7 +13,6 @@ a revocation either makes the resolution fail (404) or reaches the viewer, which
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from typing import Any
 
@@ -30,7 +29,6 @@ from chatrelay_common import (
 from litestar import Controller, MediaType, Request, get
 from litestar.datastructures import State
 from litestar.exceptions import (
-    HTTPException,
     NotFoundException,
     ServiceUnavailableException,
     TooManyRequestsException,
@@ -39,7 +37,7 @@ from litestar.response import File
 from litestar.types import HTTPScope, Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from ._controllers import STATIC_DIR, answer_error, requested_event_id, shared_snapshots
+from ._controllers import STATIC_DIR, admitted, requested_event_id, shared_snapshots
 from ._events import EventStream, StreamTiming
 from ._fanout import Fanout, FanoutUnavailableError, Subscriber
 
@@ -50,7 +48,6 @@ __all__ = [
     "shared_events_token",
 ]
 
-logger = logging.getLogger("chatrelay.web")
 
 _EVENTS_PATH = re.compile(r"^/api/shared/([^/]+)/events/?$")
 _NO_SUCH_LINK = "No such share link (it may have been revoked)"
@@ -195,16 +192,9 @@ async def open_shared_events(
     """``GET /api/shared/{token}/events`` as a bare ASGI endpoint, as ``open_events`` is
     for a session (and for the same reasons): the stream to run, else None once the error
     is answered."""
-    opening: asyncio.Semaphore = state.opening
-    try:
-        async with opening:
-            return await _open_shared_events(state, scope, token)
-    except HTTPException as exc:
-        await answer_error(send, exc.status_code, exc.detail, exc.headers)
-    except Exception:
-        logger.exception("unhandled error opening the events of a share link")
-        await answer_error(send, 500, "Internal server error")
-    return None
+    return await admitted(
+        state, send, "a share link", lambda: _open_shared_events(state, scope, token)
+    )
 
 
 class SharedController(Controller):
