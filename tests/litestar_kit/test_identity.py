@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -16,38 +15,17 @@ import pytest
 from chatrelay_common import AUTH_COOKIE, LoginTokens, open_redis
 from chatrelay_litestar import OWNER_COOKIE, SITE_OWNER, is_anonymous_owner
 
-from scripts.processes import free_port, http_status, start, wait_until
+from tests.support.services import run_app
 
 PASSWORD = "identity-password"
 SECRET = "identity-secret-0123456789abcdef0123456789"
-REPO = Path(__file__).resolve().parents[2]
 FOUR_HUNDRED_DAYS = str(400 * 24 * 3600)
 
 
-@contextlib.contextmanager
-def _identity_app(log_dir: Path, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    log_path = log_dir / f"identity-{port}.log"
-    command = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port)]
-    process = start(
-        "identity",
-        [*command, "tests.litestar_kit.identity_app:create_app"],
-        env={k: v for k, v in os.environ.items() if k != "SITE_PASSWORD"} | env,
-        log=log_path,
-        cwd=REPO,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            f"{url}/healthz",
-            lambda: http_status(f"{url}/healthz") == 200,
-            timeout=30,
-            check=process.check_running,
-            hint=lambda: f":\n{log_path.read_text(errors='replace')}",
-        )
-        yield url
-    finally:
-        process.stop()
+def _identity_app(log_dir: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "SITE_PASSWORD"} | env
+    factory = "tests.litestar_kit.identity_app:create_app"
+    return run_app("identity", factory, environment, log_dir)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ and the providers, as both services rely on them."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,47 +12,22 @@ import pytest
 from chatrelay_common import AUTH_COOKIE, LoginTokens, open_redis
 
 from tests.litestar_kit.kit_app import GATE_CLOSED
-from tests.support.redis_server import free_port
+from tests.support.services import run_app
 
 PASSWORD = "kit-password"
 SECRET = "kit-secret-0123456789abcdef0123456789"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def kit_url(redis_server_url: str, service_logs: Path) -> Iterator[str]:
-    port = free_port()
-    log_path = service_logs / f"kit-{port}.log"
     env = {
         **os.environ,
         "REDIS_URL": redis_server_url,
         "SITE_PASSWORD": PASSWORD,
         "CHATRELAY_SECRET": SECRET,
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*command, "tests.litestar_kit.kit_app:create_app"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
+    with run_app("kit", "tests.litestar_kit.kit_app:create_app", env, service_logs) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

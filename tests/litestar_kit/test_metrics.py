@@ -5,9 +5,6 @@ probes and scrapes not counted, and the route kept out of the OpenAPI schema."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,41 +12,17 @@ import httpx
 import pytest
 
 from tests.support.metrics import Metrics, metrics_once, read_metrics
-from tests.support.redis_server import free_port
+from tests.support.services import run_app
 
-REPO = Path(__file__).resolve().parents[2]
 REQUESTS = "chatrelay_http_requests_total"
 DURATION_COUNT = "chatrelay_http_request_duration_seconds_count"
 
 
 @pytest.fixture(scope="module")
 def metrics_app_url(service_logs: Path) -> Iterator[str]:
-    port = free_port()
-    log_path = service_logs / f"kit-metrics-{port}.log"
-    command = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*command, "tests.litestar_kit.metrics_app:create_app"],
-            env=dict(os.environ),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
+    factory = "tests.litestar_kit.metrics_app:create_app"
+    with run_app("kit-metrics", factory, dict(os.environ), service_logs) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

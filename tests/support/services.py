@@ -1,4 +1,5 @@
-"""The services under test, each a real uvicorn process on a free port, its log kept."""
+"""The services under test, and the tests' own small apps, each a real uvicorn process on a
+free port, its log kept."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.processes import free_port, http_status, start, wait_until
+from scripts.processes import Process, free_port, http_status, start, wait_until
 
-__all__ = ["Service", "run_service"]
+__all__ = ["Service", "run_app", "run_service"]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,43 @@ def run_service(
         **env,
     }
     command = [sys.executable, "-m", f"chatrelay_{name}"]
-    process = start(name, command, env=full_env, log=log_path, cwd=log_dir)
     url = f"http://{host}:{port}"
+    with _answering(name, command, full_env, log_path, log_dir, f"{url}/readyz", 20) as process:
+        yield Service(name, url, log_path, process.popen)
+
+
+@contextlib.contextmanager
+def run_app(name: str, factory: str, env: Mapping[str, str], log_dir: Path) -> Iterator[str]:
+    """A test's own app: ``uvicorn --factory <factory>`` (``module:function``) with exactly
+    ``env``, run from the repository; its URL once ``/healthz`` answers."""
+    port = free_port()
+    log_path = log_dir / f"{name}-{port}.log"
+    command = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port), factory]
+    url = f"http://127.0.0.1:{port}"
+    with _answering(name, command, env, log_path, REPO, f"{url}/healthz", 30):
+        yield url
+
+
+@contextlib.contextmanager
+def _answering(
+    name: str,
+    command: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    cwd: Path,
+    probe: str,
+    timeout: float,
+) -> Iterator[Process]:
+    """``command`` running until the block ends, from once ``probe`` answers 200."""
+    process = start(name, command, env=env, log=log_path, cwd=cwd)
     try:
         wait_until(
-            f"{url}/readyz",
-            lambda: http_status(f"{url}/readyz") == 200,
-            timeout=20,
+            probe,
+            lambda: http_status(probe) == 200,
+            timeout=timeout,
             check=process.check_running,
             hint=lambda: f":\n{log_path.read_text(errors='replace')}",
         )
-        yield Service(name, url, log_path, process.popen)
+        yield process
     finally:
         process.stop()
