@@ -10,7 +10,6 @@ from chatrelay_common import (
     SessionStore,
     Snapshot,
     clean_title,
-    is_session_id,
 )
 from chatrelay_common._store import ModelNotAllowedError
 from chatrelay_litestar import identity_of
@@ -19,6 +18,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 
+from ._errors import checked_session_id
 from ._generation import Generations, chat_body
 from ._history import HistoryRoutes, history_of
 from ._limits import ReplySlots
@@ -39,12 +39,6 @@ from ._schemas import (
 )
 
 __all__ = ["ModelsController", "SessionController"]
-
-
-def _checked(session_id: str) -> str:
-    if not is_session_id(session_id):
-        raise NotFoundException(detail="No such session")
-    return session_id
 
 
 def _not_allowed(
@@ -124,7 +118,7 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
 
     @get("/{session_id:str}", responses=error_responses(404))
     async def get_session(self, session_id: str, store: SessionStore) -> Snapshot:
-        return await store.snapshot(_checked(session_id))
+        return await store.snapshot(checked_session_id(session_id))
 
     @patch("/{session_id:str}", responses=error_responses(400, 404, 413, 422))
     async def patch_settings(
@@ -135,7 +129,7 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
         store: SessionStore,
         allowed_models: tuple[str, ...],
     ) -> UpdatedSettings:
-        _checked(session_id)
+        checked_session_id(session_id)
         title = None if isinstance(data.title, msgspec.UnsetType) else clean_title(data.title)
         if title is None and isinstance(data.title, str):
             raise UnprocessableError(
@@ -165,7 +159,7 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
             raise UnprocessableError(detail="Message content must not be blank")
         message_id, reply_id = await _begin(
             replies,
-            _checked(session_id),
+            checked_session_id(session_id),
             data.content,
             data.replace_from,
         )
@@ -184,7 +178,7 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
     ) -> StartedReply:
         _, reply_id = await _begin(
             replies,
-            _checked(session_id),
+            checked_session_id(session_id),
             None,
             None,
         )
@@ -192,12 +186,12 @@ class SessionController(HistoryRoutes):  # which is a Controller, with more of t
 
     @delete("/{session_id:str}/messages", status_code=204, responses=error_responses(404, 409))
     async def clear_messages(self, session_id: str, store: SessionStore) -> None:
-        await store.clear(_checked(session_id))
+        await store.clear(checked_session_id(session_id))
 
     @post("/{session_id:str}/stop", status_code=202, responses=error_responses(404))
     async def stop(self, session_id: str, store: SessionStore) -> StopResult:
         """Idempotent: stopping when nothing streams is fine."""
-        if not await store.exists(_checked(session_id)):
+        if not await store.exists(checked_session_id(session_id)):
             raise NotFoundException(detail="No such session")
         return StopResult(reply_id=await store.request_stop(session_id))
 

@@ -12,6 +12,7 @@ from chatrelay_common import (
     ReplyBusyError,
     SessionFullError,
     SessionNotFoundError,
+    is_session_id,
 )
 from chatrelay_litestar import ErrorResponse, error_response
 from chatrelay_litestar import exception_handlers as base_exception_handlers
@@ -30,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_RETRY_AFTER_SECONDS", "exception_handlers"]
+__all__ = ["REDIS_RETRY_AFTER_SECONDS", "checked_session_id", "exception_handlers"]
 
 logger = logging.getLogger("chatrelay")
 
@@ -38,6 +39,14 @@ logger = logging.getLogger("chatrelay")
 REDIS_RETRY_AFTER_SECONDS = 10
 
 Request_ = Request[Any, Any, Any]
+
+
+def checked_session_id(session_id: str) -> str:
+    """``session_id``, or the unknown session's 404: an id of the wrong shape names none (and
+    never reaches a Redis key)."""
+    if not is_session_id(session_id):
+        raise SessionNotFoundError(session_id)
+    return session_id
 
 
 def _validation_error(exc: ValidationException) -> ErrorResponse:

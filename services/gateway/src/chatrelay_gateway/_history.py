@@ -14,14 +14,14 @@ from chatrelay_common import (
     Message,
     SessionStore,
     Snapshot,
-    is_session_id,
 )
 from chatrelay_litestar import identity_of
 from litestar import Controller, Request, Response, delete, get
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
+from ._errors import checked_session_id
 from ._login import login_required
 from ._schemas import UnprocessableError, error_responses
 from ._settings import GatewaySettings
@@ -66,12 +66,6 @@ def history_of(state: State) -> History:
         )
     history: History = state.history
     return history
-
-
-def _checked(session_id: str) -> str:
-    if not is_session_id(session_id):
-        raise NotFoundException(detail="No such session")
-    return session_id
 
 
 _EXPORT_FORMATS: Final = ("markdown", "json")
@@ -155,7 +149,7 @@ class HistoryRoutes(Controller):
     async def delete_session(self, session_id: str, request: Request[Any, Any, State]) -> None:
         """Stops its reply, tells its tabs (``deleted``, then their streams end) and removes
         it from Redis at once; it is a 404 from then on."""
-        await history_of(request.app.state).delete(_checked(session_id))
+        await history_of(request.app.state).delete(checked_session_id(session_id))
 
     @get("/{session_id:str}/export", responses=error_responses(404, 422))
     async def export_session(
@@ -170,7 +164,7 @@ class HistoryRoutes(Controller):
         or ``json`` (exactly the snapshot)."""
         if export_format not in _EXPORT_FORMATS:
             raise UnprocessableError(detail="format must be markdown or json")
-        snapshot = await store.snapshot(_checked(session_id))
+        snapshot = await store.snapshot(checked_session_id(session_id))
         title = snapshot.title if isinstance(snapshot.title, str) else ""
         if export_format == "json":
             body, media_type, extension = msgspec.json.encode(snapshot), "application/json", "json"

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from chatrelay_common import ShareLinks, is_session_id
+from chatrelay_common import ShareLinks
 from litestar import Controller, Request, Response, delete, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from ._errors import checked_session_id
 from ._login import login_required
 from ._schemas import error_responses
 
@@ -33,12 +33,6 @@ def _links(state: State) -> ShareLinks:
     return links
 
 
-def _checked(session_id: str) -> str:
-    if not is_session_id(session_id):
-        raise NotFoundException(detail="No such session")
-    return session_id
-
-
 class ShareController(Controller):
     path = "/api/sessions/{session_id:str}/share"
     guards = (login_required,)
@@ -49,7 +43,7 @@ class ShareController(Controller):
     ) -> Response[SharedLink]:
         """201 with a new token; 200 with the same token when the session already has one
         (one live link per session: sharing again never breaks a link already given out)."""
-        link = await _links(request.app.state).share(_checked(session_id))
+        link = await _links(request.app.state).share(checked_session_id(session_id))
         status = HTTP_201_CREATED if link.created else HTTP_200_OK
         return Response(SharedLink(link.token, _PAGE.format(token=link.token)), status_code=status)
 
@@ -57,4 +51,4 @@ class ShareController(Controller):
     async def revoke(self, session_id: str, request: Request[Any, Any, State]) -> None:
         """Idempotent: every viewer's stream ends with ``revoked``; the owner's tabs see
         nothing."""
-        await _links(request.app.state).revoke(_checked(session_id))
+        await _links(request.app.state).revoke(checked_session_id(session_id))
