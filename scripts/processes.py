@@ -276,6 +276,7 @@ def start_redis(
     port: int,
     *,
     appendfsync: Literal["always", "everysec"] | None = None,
+    extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = 10.0,
     own_group: bool = False,
@@ -283,14 +284,15 @@ def start_redis(
 ) -> Process:
     """A ``redis-server`` on ``127.0.0.1:port`` with its data and ``redis.log`` in ``workdir``,
     returned once it answers PING (its data loaded). ``appendfsync``: an append-only file
-    synced that often (``always``: an acknowledged write is on disk); None: no persistence."""
+    synced that often (``always``: an acknowledged write is on disk); None: no persistence.
+    ``extra_args``: more ``--option value`` pairs (e.g. cluster mode, scripts/redis_cluster.py)."""
     durability = (
         ["--appendonly", "no"]
         if appendfsync is None
         else ["--appendonly", "yes", "--appendfsync", appendfsync]
     )
     argv = [require_tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--dir", str(workdir), "--save", "", *durability]
+    argv += ["--dir", str(workdir), "--save", "", *durability, *extra_args]
     process = start(
         "redis",
         argv,
