@@ -35,7 +35,7 @@ from ._history import (
     SessionSummary,
 )
 from ._keys import CONTROL_CHANNEL, WEB_HOME_PREFIX, SessionKeys, ShareKeys
-from ._redis import open_redis
+from ._redis import AnyRedis, is_cluster_url, node_client, open_pubsub, open_redis
 from ._service import serve, store_lifespan
 from ._settings import DEMO_MODEL, ServiceSettings
 from ._share import REVOKED_FRAME, Revoked, ShareLink, ShareLinks, is_share_token
@@ -61,6 +61,7 @@ __all__ = [
     "STREAM_ENDING_EVENTS",
     "TITLE_MAX_CHARS",
     "WEB_HOME_PREFIX",
+    "AnyRedis",
     "Deleted",
     "Delta",
     "Done",
@@ -103,9 +104,12 @@ __all__ = [
     "encode_data",
     "encode_sse",
     "encode_wire",
+    "is_cluster_url",
     "is_session_id",
     "is_share_token",
     "new_id",
+    "node_client",
+    "open_pubsub",
     "open_redis",
     "serve",
     "store_lifespan",

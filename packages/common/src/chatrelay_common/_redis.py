@@ -1,20 +1,46 @@
-"""The one way both services open Redis: a lifespan-friendly async context manager."""
+"""The one way both services open Redis: a lifespan-friendly async context manager.
+
+``redis://…`` (or ``rediss://``, ``unix://``) is one Redis. ``redis+cluster://host:port,
+host:port,…`` is a Redis Cluster reached through any of the nodes listed (``rediss+cluster``
+with TLS): both services then use redis-py's cluster client, and a pub/sub reader opens its
+own connection per node (:func:`node_client`), since that client has no pub/sub.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "open_redis"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "AnyRedis",
+    "is_cluster_url",
+    "node_client",
+    "open_pubsub",
+    "open_redis",
+]
+
+# Either client: the store and the services take both.
+AnyRedis = Redis | RedisCluster
+# The URL schemes of a Redis Cluster (``REDIS_URL``), each with the scheme of its nodes.
+CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
@@ -56,6 +82,93 @@ def _cancel_safe(connection_class: type[AbstractConnection]) -> type[AbstractCon
     return type(name, (_CancelSafeWrites, connection_class), {})
 
 
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """The startup nodes of a ``redis+cluster://[user:password@]host:port,host:port`` URL,
+    and the options (credentials, TLS) every node connection takes."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = parts.username
+    if parts.password:
+        options["password"] = parts.password
+    if CLUSTER_SCHEMES[parts.scheme] == "rediss":
+        options["ssl"] = True
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for address in hosts.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a cluster node must be host:port, not {address!r}")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return nodes, options
+
+
+def _options(retry: bool, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    """Connection options of a client, or of a pub/sub connection (``retry=False``)."""
+    return {
+        "health_check_interval": 30,
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout if retry else None,
+        "socket_keepalive": True,
+        "socket_keepalive_options": _KEEPALIVE,
+        "retry": Retry(_BACKOFF, _RETRIES) if retry else Retry(NoBackoff(), 0),
+    }
+
+
+def node_client(cluster: RedisCluster, host: str, port: int) -> Redis:
+    """A plain client of one node of ``cluster``, with its credentials and TLS, for a pub/sub
+    connection: no retries and no read timeout, as ``open_redis(retry=False)``. The caller
+    closes it."""
+    kwargs = cluster.nodes_manager.connection_kwargs
+    shared = {
+        name: kwargs[name]
+        for name in ("username", "password", "socket_connect_timeout")
+        if kwargs.get(name) is not None
+    }
+    tls = kwargs.get("connection_class") is not None and issubclass(
+        kwargs["connection_class"], SSLConnection
+    )
+    options = _options(False, 0.0, shared.pop("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    client = Redis(host=host, port=port, ssl=tls, **shared, **options)
+    _make_cancel_safe(client)
+    return client
+
+
+@asynccontextmanager
+async def open_pubsub(redis: AnyRedis, **options: Any) -> AsyncIterator[PubSub]:
+    """A pub/sub connection for plain (not sharded) channels: the client's own, or on a
+    cluster one to a node picked at random, since a plain PUBLISH reaches every node."""
+    if isinstance(redis, Redis):
+        pubsub = redis.pubsub(**options)
+        try:
+            yield pubsub
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        return
+    await redis.initialize()
+    node = random.choice(redis.get_primaries())
+    client = node_client(redis, node.host, int(node.port))
+    try:
+        pubsub = client.pubsub(**options)
+        try:
+            yield pubsub
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    finally:
+        await client.aclose()
+
+
+def _make_cancel_safe(client: Redis) -> None:
+    pool: Any = client.connection_pool
+    pool.connection_class = _cancel_safe(pool.connection_class)
+
+
 @asynccontextmanager
 async def open_redis(
     url: str,
@@ -63,26 +176,28 @@ async def open_redis(
     retry: bool = True,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-) -> AsyncIterator[Redis]:
+) -> AsyncIterator[AnyRedis]:
     """A client returning bytes; connecting is lazy, so a service starts while Redis is down
     (``/readyz`` reports it). Commands time out after ``socket_timeout`` and are retried
-    briefly with backoff.
+    briefly with backoff. A ``redis+cluster://`` URL gives a cluster client.
 
     ``retry=False`` is for a long-lived pub/sub connection: a broken connection surfaces at
     once (a pub/sub reader must know, since a silent reconnect would skip what was published
     meanwhile), and reads have no timeout, so an idle subscription stays up.
     """
-    client = Redis.from_url(
-        url,
-        health_check_interval=30,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=socket_timeout if retry else None,
-        socket_keepalive=True,
-        socket_keepalive_options=_KEEPALIVE,
-        retry=Retry(_BACKOFF, _RETRIES) if retry else Retry(NoBackoff(), 0),
-    )
-    pool: Any = client.connection_pool
-    pool.connection_class = _cancel_safe(pool.connection_class)
+    options = _options(retry, socket_timeout, connect_timeout)
+    client: AnyRedis
+    if is_cluster_url(url):
+        nodes, credentials = _cluster_nodes(url)
+        tls = credentials.pop("ssl", False)
+        client = RedisCluster(startup_nodes=nodes, ssl=tls, **credentials, **options)
+        # The nodes it discovers are made with these (the startup nodes only find them).
+        client.nodes_manager.connection_kwargs["connection_class"] = _cancel_safe(
+            SSLConnection if tls else Connection
+        )
+    else:
+        client = Redis.from_url(url, **options)
+        _make_cancel_safe(client)
     try:
         yield client
     finally:

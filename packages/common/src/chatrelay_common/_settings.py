@@ -6,10 +6,9 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
 
 from ._auth import LoginThrottle, LoginTokens
-from ._redis import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
+from ._redis import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT, AnyRedis
 from ._store import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LOG_MAX_BYTES,
@@ -103,7 +102,7 @@ class ServiceSettings(BaseSettings):
         """Whether the API and the page need a login (SITE_PASSWORD or accounts)."""
         return self.accounts or self.site_password is not None
 
-    def login_tokens(self, redis: Redis) -> LoginTokens | None:
+    def login_tokens(self, redis: AnyRedis) -> LoginTokens | None:
         """The login cookie signer, or None when no login is in force."""
         secret = None if self.secret is None else self.secret.get_secret_value()
         if self.accounts:
@@ -119,7 +118,7 @@ class ServiceSettings(BaseSettings):
             configured_secret=secret,
         )
 
-    def session_store(self, redis: Redis) -> SessionStore:
+    def session_store(self, redis: AnyRedis) -> SessionStore:
         return SessionStore(
             redis,
             log_max_events=self.log_max_events,
@@ -129,12 +128,12 @@ class ServiceSettings(BaseSettings):
             lease_seconds=self.lease_seconds,
         )
 
-    def login_throttle(self, redis: Redis) -> LoginThrottle:
+    def login_throttle(self, redis: AnyRedis) -> LoginThrottle:
         return LoginThrottle(
             redis, max_failures=self.login_max_failures, window=self.login_window_seconds
         )
 
-    def user_login_throttle(self, redis: Redis) -> LoginThrottle:
+    def user_login_throttle(self, redis: AnyRedis) -> LoginThrottle:
         """Accounts: failed logins counted per username (key ``user:<name>``)."""
         return LoginThrottle(
             redis, max_failures=self.login_max_failures_per_user, window=self.login_window_seconds

@@ -19,18 +19,21 @@ Bounded and fault-tolerant by design:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from importlib import resources
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from ._events import (
@@ -66,6 +69,7 @@ from ._keys import (
     SHARE_PREFIX,
     SessionKeys,
 )
+from ._redis import AnyRedis
 from ._titles import default_title
 
 __all__ = [
@@ -154,6 +158,9 @@ _TEXT_EVENTS: Final[dict[str, type[Delta | Reasoning]]] = {
     Reasoning.name: Reasoning,
 }
 LeaseState = Literal["kept", "stop", "lost"]
+# What the many-session calls take per item (its session id first) and give back.
+_Item = TypeVar("_Item", DeltaWrite, tuple[str, str])
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,28 +318,59 @@ _LUA_HEADER: Final = "".join(
 )
 
 
-def _script(*parts: str, constants: Mapping[str, str | bytes] | None = None) -> str:
+def _script(
+    *parts: str, constants: Mapping[str, str | bytes] | None = None, cluster: bool = False
+) -> str:
     """A script from the files ``lua/<part>.lua``, after the constants (the store's, then
-    ``constants``: a module's own)."""
+    ``constants``: a module's own). ``cluster``: for a Redis Cluster, where a script touches
+    the keys of one slot only and publishes to sharded channels (Lua ``CLUSTER``, 1 or 0, and
+    ``PUBLISH_COMMAND``)."""
     folder = resources.files("chatrelay_common") / "lua"
-    own = "".join(f"local {k} = {_lua_literal(v)}\n" for k, v in (constants or {}).items())
+    mode: dict[str, int | str] = {
+        "CLUSTER": int(cluster),
+        "PUBLISH_COMMAND": "SPUBLISH" if cluster else "PUBLISH",
+    }
+    own = "".join(
+        f"local {k} = {_lua_literal(v)}\n" for k, v in {**mode, **(constants or {})}.items()
+    )
     return _LUA_HEADER + own + "".join((folder / f"{part}.lua").read_text() for part in parts)
 
 
-_BEGIN = _script("prelude", "begin_reply")
-_APPEND_DELTAS = _script("prelude", "append_deltas")
-_FINISH = _script("prelude", "finish_reply")
-_UPDATE_SETTINGS = _script("prelude", "update_settings")
-_CLEAR = _script("prelude", "clear")
-_KEEP_LEASES = _script("prelude", "keep_leases")
-_REQUEST_STOP = _script("prelude", "request_stop")
-_REAP = _script("prelude", "reap")
-_DUE = _script("due")
-_SNAPSHOT = _script("snapshot")
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    begin: str
+    append_deltas: str
+    finish: str
+    update_settings: str
+    clear: str
+    keep_leases: str
+    request_stop: str
+    reap: str
+    due: str
+    snapshot: str
+    unlist_if_due: str
+
+
+@functools.cache
+def _scripts(cluster: bool) -> _Scripts:
+    return _Scripts(
+        begin=_script("prelude", "begin_reply", cluster=cluster),
+        append_deltas=_script("prelude", "append_deltas", cluster=cluster),
+        finish=_script("prelude", "finish_reply", cluster=cluster),
+        update_settings=_script("prelude", "update_settings", cluster=cluster),
+        clear=_script("prelude", "clear", cluster=cluster),
+        keep_leases=_script("prelude", "keep_leases", cluster=cluster),
+        request_stop=_script("prelude", "request_stop", cluster=cluster),
+        reap=_script("prelude", "reap", cluster=cluster),
+        due=_script("due", cluster=cluster),
+        snapshot=_script("snapshot", cluster=cluster),
+        unlist_if_due=_script("unlist_if_due", cluster=cluster),
+    )
+
 
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
 _SETTINGS, _SEQ = HASH_FIELDS["SETTINGS"], HASH_FIELDS["SEQ"]
-_OWNER = HASH_FIELDS["OWNER"]
+_OWNER, _SHARE = HASH_FIELDS["OWNER"], HASH_FIELDS["SHARE"]
 _LOG_NAME, _LOG_DATA = LOG_FIELDS["NAME"].encode(), LOG_FIELDS["DATA"].encode()
 _encoder = msgspec.json.Encoder()
 
@@ -386,7 +424,7 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
@@ -407,20 +445,25 @@ class SessionStore:
             str(round(lease_seconds * 1000)),
             str(session_max_bytes),
         ]
-        register = redis.register_script
-        self._begin = register(_BEGIN)
-        self._append_deltas = register(_APPEND_DELTAS)
-        self._finish = register(_FINISH)
-        self._update_settings = register(_UPDATE_SETTINGS)
-        self._clear = register(_CLEAR)
-        self._keep_leases = register(_KEEP_LEASES)
-        self._request_stop = register(_REQUEST_STOP)
-        self._reap = register(_REAP)
-        self._due = register(_DUE)
-        self._snapshot = register(_SNAPSHOT)
+        self.cluster = isinstance(redis, RedisCluster)
+        scripts = _scripts(self.cluster)
+        # redis-py types its script commands for the plain client only; the cluster client
+        # has them too (routed by a script's first key).
+        register = cast("Redis", redis).register_script
+        self._begin = register(scripts.begin)
+        self._append_deltas = register(scripts.append_deltas)
+        self._finish = register(scripts.finish)
+        self._update_settings = register(scripts.update_settings)
+        self._clear = register(scripts.clear)
+        self._keep_leases = register(scripts.keep_leases)
+        self._request_stop = register(scripts.request_stop)
+        self._reap = register(scripts.reap)
+        self._due = register(scripts.due)
+        self._snapshot = register(scripts.snapshot)
+        self._unlist_if_due = register(scripts.unlist_if_due)
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> AnyRedis:
         return self._redis
 
     @property
@@ -432,12 +475,21 @@ class SessionStore:
         keys = SessionKeys(session_id)
         durable = await self._durable_flag()
         return await script(
-            keys=[keys.session, keys.log, LEASES],
+            keys=[keys.session, keys.log, *self._lease_index],
             args=[keys.base, session_id, *self._limits, durable, *args],
         )
 
+    @property
+    def _lease_index(self) -> list[str]:
+        """The lease index as the last KEYS of a write script: not on a cluster (another
+        slot), where the store keeps it with commands of its own."""
+        return [] if self.cluster else [LEASES]
+
     async def _durable_flag(self) -> str:
-        """ARGV[8] of the write scripts."""
+        """ARGV[8] of the write scripts. (On a cluster unused: a failover may lose writes
+        whatever the nodes' fsync, and the scripts look at replication ids instead.)"""
+        if self.cluster:
+            return "0"
         return "1" if await self._writes_are_durable() else "0"
 
     async def _writes_are_durable(self) -> bool:
@@ -467,6 +519,14 @@ class SessionStore:
         session_id = new_id()
         key = SessionKeys(session_id).session
         fields: dict[str, bytes | str | int] = {_SETTINGS: msgspec.json.encode(settings), _SEQ: 0}
+        if self.cluster:  # the session and its owner's index are in different slots
+            if owner is not None:
+                fields[_OWNER] = owner
+            await self._redis.hset(key, mapping=fields)  # type: ignore[misc]
+            await self._redis.expire(key, self._session_ttl)
+            if owner is not None:
+                await self._list_for_owner(owner, session_id)
+            return session_id
         async with self._redis.pipeline(transaction=True) as pipe:
             if owner is not None:
                 fields[_OWNER] = owner
@@ -477,6 +537,27 @@ class SessionStore:
             pipe.expire(key, self._session_ttl)
             await pipe.execute()
         return session_id
+
+    async def _list_for_owner(self, owner: str, session_id: str) -> None:
+        """On a cluster: the session goes to the top of its owner's index, which lives as long
+        as its newest session (what ``touch_all`` does in a script on one Redis)."""
+        index = OWNER_INDEX_PREFIX + owner
+        await self._redis.zadd(index, {session_id: int(time.time() * 1000)})
+        await self._redis.expire(index, self._session_ttl)
+
+    async def _touch_outside(self, session_id: str) -> None:
+        """On a cluster, after a write that was activity: what ``touch_all`` leaves to the
+        store there (the owner's index and the share link live in other slots)."""
+        if not self.cluster:
+            return
+        owner, share = await cast(
+            "Awaitable[list[bytes | None]]",
+            self._redis.hmget(SessionKeys(session_id).session, [_OWNER, _SHARE]),
+        )
+        if owner is not None:
+            await self._list_for_owner(owner.decode(), session_id)
+        if share is not None:
+            await self._redis.expire(SHARE_PREFIX + share.decode(), self._session_ttl)
 
     async def _session_field(self, session_id: str, field: str) -> bytes | None:
         key = SessionKeys(session_id).session
@@ -562,6 +643,10 @@ class SessionStore:
         for model in models:
             start = Start(reply_id=reply_id, model=model, created_at=created_at)
             choices += [model, encode_data(start)]
+        if self.cluster:
+            # Listed before it exists: an entry without a reply is dropped by the reaper, a
+            # reply without an entry would never be.
+            await self._index_leases([(session_id, self._lease_seconds)])
         out = await self._run(
             self._begin,
             session_id,
@@ -583,6 +668,7 @@ class SessionStore:
         if result == _Outcome.SESSION_FULL:
             raise SessionFullError(self._session_max_bytes)
         _raise_unless_done(result, session_id)
+        await self._touch_outside(session_id)
         settings, *flat = rest
         history = [
             (cast("Role", flat[i].decode()), flat[i + 1].decode()) for i in range(0, len(flat), 2)
@@ -609,20 +695,44 @@ class SessionStore:
     async def append_deltas(self, writes: Sequence[DeltaWrite]) -> list[bool]:
         """:meth:`append_delta` for many replies (of any sessions) in one Redis call, in
         order: ``(session_id, reply_id, text, batch)`` each. Returns, per write, False when
-        its reply no longer streams. (One script touches several sessions' keys: fine on one
-        Redis, not on a Redis Cluster.)"""
-        keys: list[str] = []
-        args: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
-        for session_id, reply_id, kind, text, batch in writes:
-            session = SessionKeys(session_id)
-            keys += [session.session, session.log]
-            data = encode_data(_TEXT_EVENTS[kind](reply_id=reply_id, text=text))
-            number = "" if batch is None else str(batch)
-            args += [session.base, session_id, reply_id, kind, text, data, number]
-        if not keys:
+        its reply no longer streams. On a cluster, one call per slot, all at once."""
+        prefix: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+
+        async def run(part: Sequence[DeltaWrite]) -> list[bool]:
+            keys: list[str] = []
+            args = list(prefix)
+            for session_id, reply_id, kind, text, batch in part:
+                session = SessionKeys(session_id)
+                keys += [session.session, session.log]
+                data = encode_data(_TEXT_EVENTS[kind](reply_id=reply_id, text=text))
+                number = "" if batch is None else str(batch)
+                args += [session.base, session_id, reply_id, kind, text, data, number]
+            results = await self._append_deltas(keys=[*keys, *self._lease_index], args=args)
+            return [int(result) != _Delta.NOT_STREAMING for result in results]
+
+        return await self._per_slot(writes, run)
+
+    async def _per_slot(
+        self, items: Sequence[_Item], run: Callable[[Sequence[_Item]], Awaitable[list[_R]]]
+    ) -> list[_R]:
+        """``run`` over every item (``(session_id, …)``) in one call on one Redis; on a
+        cluster, where a script touches one slot, one call per slot, concurrently, each in
+        the items' order. The results in the items' order."""
+        if not items:
             return []
-        results = await self._append_deltas(keys=[*keys, LEASES], args=args)
-        return [int(result) != _Delta.NOT_STREAMING for result in results]
+        if not self.cluster:
+            return await run(items)
+        slots: dict[int, list[int]] = {}
+        for at, item in enumerate(items):
+            slot = key_slot(SessionKeys(item[0]).session.encode())
+            slots.setdefault(slot, []).append(at)
+        parts = list(slots.values())
+        outcomes = await asyncio.gather(*(run([items[at] for at in part]) for part in parts))
+        results: list[_R | None] = [None] * len(items)
+        for part, outcome in zip(parts, outcomes, strict=True):
+            for at, result in zip(part, outcome, strict=True):
+                results[at] = result
+        return cast("list[_R]", results)
 
     async def finish_reply(self, session_id: str, reply_id: str, event: Done | ErrorEvent) -> bool:
         """False when the reply was not streaming any more (closed already)."""
@@ -634,7 +744,10 @@ class SessionStore:
         seq = await self._write(
             self._finish, session_id, reply_id, status, event.name, encode_data(event), ending
         )
-        return seq != _Delta.NOT_STREAMING
+        if seq == _Delta.NOT_STREAMING:
+            return False
+        await self._touch_outside(session_id)
+        return True
 
     async def refresh_lease(self, session_id: str, reply_id: str) -> bool:
         """Extend the reply's lease; False when the reply no longer streams."""
@@ -646,16 +759,36 @@ class SessionStore:
         call. Per reply: ``"kept"``; ``"stop"`` when a client asked it to stop (its stop flag:
         seen even when the stop's publication was missed); ``"lost"`` when it no longer
         streams (then its writer should stop)."""
-        keys: list[str] = []
-        args: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
-        for session_id, reply_id in replies:
-            session = SessionKeys(session_id)
-            keys += [session.session, session.log]
-            args += [session.base, session_id, reply_id]
-        if not keys:
-            return []
-        results = await self._keep_leases(keys=[*keys, LEASES], args=args)
-        return [_LEASE_STATES[_Lease(int(result))] for result in results]
+        prefix: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+
+        async def run(part: Sequence[tuple[str, str]]) -> list[LeaseState]:
+            keys: list[str] = []
+            args = list(prefix)
+            for session_id, reply_id in part:
+                session = SessionKeys(session_id)
+                keys += [session.session, session.log]
+                args += [session.base, session_id, reply_id]
+            results = await self._keep_leases(keys=[*keys, *self._lease_index], args=args)
+            return [_LEASE_STATES[_Lease(int(result))] for result in results]
+
+        states = await self._per_slot(replies, run)
+        if self.cluster:
+            kept = [
+                (session_id, self._lease_seconds)
+                for (session_id, _), state in zip(replies, states, strict=True)
+                if state != "lost"
+            ]
+            await self._index_leases(kept)
+        return states
+
+    async def _index_leases(self, leases: Sequence[tuple[str, float]]) -> None:
+        """On a cluster: list sessions ``(id, seconds their lease has left)`` in the lease
+        index (a script does it on one Redis)."""
+        if leases:
+            now_ms = time.time() * 1000
+            await self._redis.zadd(
+                LEASES, {session_id: int(now_ms + left * 1000) for session_id, left in leases}
+            )
 
     async def stop_requested(self, session_id: str, reply_id: str) -> bool:
         flag = cast("bytes | None", await self._redis.get(SessionKeys(session_id).stop))
@@ -672,12 +805,23 @@ class SessionStore:
     async def reap_lapsed(self, *, limit: int = 100) -> list[str]:
         """Close every reply whose lease lapsed (its gateway died) with an ``interrupted``
         error. Returns the ids of the replies closed."""
-        due = cast("list[bytes]", await self._due(keys=[LEASES], args=[limit]))
+        flat = cast("list[bytes]", await self._due(keys=[LEASES], args=[limit]))
+        due = zip(flat[::2], flat[1::2], strict=True)
         closed = []
-        for session_id in due:
-            reply = await self._run(self._reap, session_id.decode())
+        alive: list[tuple[str, float]] = []
+        gone: list[bytes] = []
+        for session_id, deadline in due:
+            reply, left_ms = await self._run(self._reap, session_id.decode())
             if reply:
                 closed.append(reply.decode())
+            if int(left_ms) > 0:
+                alive.append((session_id.decode(), int(left_ms) / 1000))
+            else:
+                gone += [session_id, deadline]
+        if self.cluster:  # what reap.lua does to the index on one Redis
+            await self._index_leases(alive)
+            if gone:
+                await self._unlist_if_due(keys=[LEASES], args=gone)
         return closed
 
     async def update_settings(
@@ -700,10 +844,12 @@ class SessionStore:
             result = await self._write(self._update_settings, session_id, stored, merged_json, data)
             if result != _Outcome.SETTINGS_MOVED:
                 _raise_unless_done(result, session_id)
+                await self._touch_outside(session_id)
                 return _settings_decoder.decode(merged_json)
 
     async def clear(self, session_id: str) -> None:
         _raise_unless_done(await self._write(self._clear, session_id), session_id)
+        await self._touch_outside(session_id)
 
     async def last_seq(self, session_id: str) -> int | None:
         raw = await self._session_field(session_id, _SEQ)

@@ -29,6 +29,7 @@ from chatrelay_common import (
     SessionStore,
     Snapshot,
     Timing,
+    open_pubsub,
 )
 from chatrelay_common._store import DeltaWrite
 from redis.exceptions import RedisError
@@ -311,22 +312,19 @@ class Generations:
         """Follow stop requests from every gateway; reconnects while Redis is away. (A stop
         missed meanwhile is still seen: each keepalive checks the stop flag.)"""
         while True:
-            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CONTROL_CHANNEL)
-                while True:
-                    # A read with its own timeout: the client's socket timeout would break
-                    # the idle subscription.
-                    message = await pubsub.get_message(timeout=_STOP_POLL_SECONDS)
-                    if message is not None and message["type"] == "message":
-                        session_id, reply_id = message["data"].decode().split(" ", 1)
-                        self.stop(session_id, reply_id)
+                async with open_pubsub(self._store.redis, ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CONTROL_CHANNEL)
+                    while True:
+                        # A read with its own timeout: the client's socket timeout would break
+                        # the idle subscription.
+                        message = await pubsub.get_message(timeout=_STOP_POLL_SECONDS)
+                        if message is not None and message["type"] == "message":
+                            session_id, reply_id = message["data"].decode().split(" ", 1)
+                            self.stop(session_id, reply_id)
             except (RedisError, OSError) as exc:
                 logger.warning("stop listener lost Redis (%s); retrying", exc)
                 await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def reap_lapsed(self) -> None:
         """Close, every second, the replies (of any gateway) whose lease lapsed."""

@@ -21,7 +21,7 @@ local function append(reply, kind, text, data, batch)
   local lock = base .. KEY_LOCK
   if redis.call('GET', lock) == reply and redis.call('PTTL', lock) < lease_ms * 2 / 3 then
     redis.call('PEXPIRE', lock, lease_ms)
-    redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+    index_lease(now_ms() + lease_ms)
   end
   touch_reply(reply)
   return emit(kind, data)

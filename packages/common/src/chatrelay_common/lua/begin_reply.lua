@@ -55,7 +55,7 @@ if mode == 'send' then
   emit(MESSAGE_EVENT, ARGV[13])
 end
 redis.call('SET', base .. KEY_LOCK, reply, 'PX', lease_ms)
-redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+index_lease(now_ms() + lease_ms)
 redis.call('DEL', base .. KEY_STOP)
 add_message(reply, 'assistant', 'streaming', '', ARGV[15])
 redis.call('HSET', base .. KEY_MESSAGE .. reply, FIELD_MODEL, model)

@@ -7,7 +7,7 @@ redis.call('HSET', base .. KEY_MESSAGE .. reply, FIELD_STATUS, ARGV[10], FIELD_E
 redis.call('HDEL', session_key, FIELD_STREAMING)
 if redis.call('GET', base .. KEY_LOCK) == reply then redis.call('DEL', base .. KEY_LOCK) end
 redis.call('DEL', base .. KEY_STOP)
-redis.call('ZREM', leases_key, sid)
+unlist_lease()
 local seq = emit(ARGV[11], ARGV[12])
 touch_all()
 return seq

@@ -8,7 +8,7 @@ local function keep(reply)
   local holder = redis.call('GET', base .. KEY_LOCK)
   if holder and holder ~= reply then return LEASE_LOST end
   redis.call('SET', base .. KEY_LOCK, reply, 'PX', lease_ms)
-  redis.call('ZADD', leases_key, now_ms() + lease_ms, sid)
+  index_lease(now_ms() + lease_ms)
   if redis.call('GET', base .. KEY_STOP) == reply then return STOP_ASKED end
   return LEASE_KEPT
 end

@@ -32,19 +32,10 @@ while true do
         out[1] = 1
         return out
       end
-      local base = SESSION_BASE[1] .. id .. SESSION_BASE[2]
-      local fields = redis.call('HMGET', base .. SESSION_HASH, FIELD_SETTINGS, FIELD_TITLE)
-      if fields[1] then
-        local count, texts = redis.call('LLEN', base .. KEY_ORDER), {}
-        if with_text then
-          texts[1] = fields[2] or ''
-          for _, m in ipairs(redis.call('LRANGE', base .. KEY_ORDER, 0, -1)) do
-            local text = redis.call('GET', base .. KEY_TEXT .. m) or ''
-            texts[#texts + 1] = text
-            bytes = bytes + #text
-          end
-        end
-        out[#out + 1] = {id, page[i + 1], fields[2] or '', fields[1], count, texts}
+      local summary, read = summary_of(id, with_text)
+      if summary then
+        bytes = bytes + read
+        out[#out + 1] = {id, page[i + 1], unpack(summary)}
         found = found + 1
       else
         redis.call('ZREM', index, id)

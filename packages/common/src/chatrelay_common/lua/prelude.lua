@@ -1,13 +1,24 @@
 -- Shared by every write script, after the constants the store composes in (key suffixes,
 -- return codes, event names and JSON templates: see `_store.py`).
--- KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index; ARGV[1] key prefix of the
+-- KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index (not on a Redis Cluster, where
+-- it lives in another slot and the store keeps it itself); ARGV[1] key prefix of the
 -- session, [2] session id, [3] log cap in events, [4] log cap in bytes, [5] session TTL in
 -- seconds, [6] lease ms, [7] session size cap in bytes, [8] '1' when Redis has every write on
 -- disk before it answers (appendfsync always). A script's own arguments start at ARGV[9].
 local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+-- A script touches one slot only on a Redis Cluster (CLUSTER == 1): there the lease index, an
+-- owner's index and a share link (other slots) are the store's to keep, outside the script.
+local function index_lease(deadline)
+  if CLUSTER == 0 then redis.call('ZADD', leases_key, deadline, sid) end
+end
+local function unlist_lease()
+  if CLUSTER == 0 then redis.call('ZREM', leases_key, sid) end
+end
 -- This Redis's run id, read once per script call (INFO is costly to build).
 local run_id = nil
+-- On a cluster: INFO replication, likewise read once per call.
+local replication = nil
 -- Read once per script call: a call that writes many replies needs it for each.
 local now = nil
 local function now_ms()
@@ -40,7 +51,23 @@ end
 -- may have lost events that tabs hold: new ids must not reuse theirs. So a session's first
 -- event after a restart skips far ahead, and a tab resuming from any older id gets a reset
 -- and a snapshot instead of events that are not the ones it missed.
+-- On a Redis Cluster the loss to guard against is a failover: replication is asynchronous, so
+-- a promoted replica may lack its primary's last writes. A session records the replication id
+-- of the primary that wrote it; a promoted replica keeps its old primary's as `master_replid2`.
+-- A session written under that id skips; one that came from another shard by slot migration
+-- (which loses nothing) just takes the new id.
 local function skip_ids_after_a_lossy_restart()
+  if CLUSTER == 1 then
+    replication = replication or redis.call('INFO', 'replication')
+    local current = string.match(replication, 'master_replid:(%x+)')
+    local stored = redis.call('HGET', session_key, FIELD_RUN)
+    if stored == current then return end
+    if stored and stored == string.match(replication, 'master_replid2:(%x+)') then
+      redis.call('HINCRBY', session_key, FIELD_SEQ, SEQ_SKIP_AFTER_RESTART)
+    end
+    redis.call('HSET', session_key, FIELD_RUN, current)
+    return
+  end
   if ARGV[8] == '1' then return end
   run_id = run_id or string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   if redis.call('HGET', session_key, FIELD_RUN) == run_id then return end
@@ -50,14 +77,16 @@ local function skip_ids_after_a_lossy_restart()
   redis.call('HSET', session_key, FIELD_RUN, run_id)
 end
 -- Logs and publishes one event. The pub/sub message is "<seq> <name> <json>": this is its
--- only writer; `decode_wire` in `_events.py` its reader.
+-- only writer; `decode_wire` in `_events.py` its reader. On a Redis Cluster it goes to the
+-- session's sharded channel (SPUBLISH), which only its shard carries: a plain PUBLISH would be
+-- broadcast to every node.
 local function emit(name, data)
   skip_ids_after_a_lossy_restart()
   local seq = redis.call('HINCRBY', session_key, FIELD_SEQ, 1)
   redis.call('XADD', log_key, seq .. '-0', LOG_NAME, name, LOG_DATA, data)
   trim_log(redis.call('HINCRBY', session_key, FIELD_LOG_BYTES, #data))
   local wire = seq .. WIRE_SEPARATOR .. name .. WIRE_SEPARATOR .. data
-  redis.call('PUBLISH', base .. KEY_CHANNEL, wire)
+  redis.call(PUBLISH_COMMAND, base .. KEY_CHANNEL, wire)
   return seq
 end
 -- Activity: every key of the session lives another TTL (lock and stop have their own).
@@ -70,6 +99,7 @@ local function touch_all()
     redis.call('EXPIRE', base .. KEY_TEXT .. id, ttl)
     redis.call('EXPIRE', base .. KEY_REASONING .. id, ttl)
   end
+  if CLUSTER == 1 then return end  -- the store refreshes these two (other slots) itself
   -- The session moves to the top of its creator's list, which lives as long as it does.
   local owner = redis.call('HGET', session_key, FIELD_OWNER)
   if owner then
@@ -134,7 +164,7 @@ local function close_orphan(reply)
   )
   redis.call('HDEL', session_key, FIELD_STREAMING)
   redis.call('DEL', base .. KEY_STOP)
-  redis.call('ZREM', leases_key, sid)
+  unlist_lease()
   emit(ERROR_EVENT, INTERRUPTED_DATA[1] .. reply .. INTERRUPTED_DATA[2])
   touch_all()
 end
@@ -149,13 +179,13 @@ local function not_idle()
 end
 
 -- For the scripts that serve many sessions in one call. KEYS: (session hash, log) per item,
--- then the lease index; ARGV from [9]: `stride` values per item, its key prefix and session
+-- then the lease index (not on a cluster, where every item is of one slot); ARGV from [9]: `stride` values per item, its key prefix and session
 -- id first. Points the shared locals at each item's session in turn and returns
 -- {fn(index of the item's own first argument), ...}.
 local function for_each_session(stride, fn)
-  leases_key = KEYS[#KEYS]
+  if CLUSTER == 0 then leases_key = KEYS[#KEYS] end
   local results = {}
-  for i = 1, (#KEYS - 1) / 2 do
+  for i = 1, (#KEYS - (1 - CLUSTER)) / 2 do
     local at = 9 + (i - 1) * stride
     session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
     base, sid = ARGV[at], ARGV[at + 1]

@@ -1,14 +1,14 @@
 -- Closes the session's reply when its lease lapsed; keeps the index to running replies.
--- Returns the closed reply id, or false.
+-- Returns {the closed reply id or '', the ms its lease has left (0: no reply streams now)}.
 local reply = redis.call('HGET', session_key, FIELD_STREAMING)
 if not reply then
-  redis.call('ZREM', leases_key, sid)
-  return false
+  unlist_lease()
+  return {'', 0}
 end
 local left = redis.call('PTTL', base .. KEY_LOCK)
 if left > 0 then
-  redis.call('ZADD', leases_key, now_ms() + left, sid)
-  return false
+  index_lease(now_ms() + left)
+  return {'', left}
 end
 close_orphan(reply)
-return reply
+return {reply, 0}
