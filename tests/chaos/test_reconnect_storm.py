@@ -12,12 +12,13 @@ import asyncio
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 from chatrelay_common import SessionKeys, open_redis
+from redis.asyncio import Redis
 
 from tests.chaos._storm_client import Endpoint, StreamRejectedError, TabView, open_stream
 from tests.conftest import keyed_gateway_env
@@ -56,9 +57,23 @@ def storm_services(
         yield gateway, web
 
 
+@dataclass(frozen=True)
+class StormSize:
+    """How hard it blows: the defaults are this module's; the cluster run reuses the storm
+    (tests/cluster/test_storm_cluster.py)."""
+
+    sessions: int = SESSIONS
+    tabs_per_session: int = TABS_PER_SESSION
+    storm: int = STORM
+    deadline: float = DEADLINE
+
+
+# The subscriptions still held on these channels, once the web processes had a moment.
+SubscriptionsLeft = Callable[[list[str]], Awaitable[int]]
+
+
 @dataclass
 class Storm:
-    endpoint: Endpoint
     rng: random.Random
     budget: int = STORM
     reconnects: int = 0
@@ -99,13 +114,13 @@ async def drive(
             return
 
 
-async def tab_life(session: Session, storm: Storm, view: TabView) -> None:
+async def tab_life(session: Session, storm: Storm, view: TabView, endpoint: Endpoint) -> None:
     """One tab: reads 1 to 25 events, cuts, resumes with the last id it applied; sometimes it
     closes and a new tab joins instead. Once the storm is over it reads to the final reply."""
     while True:
         cut_after = storm.rng.randint(1, 25) if storm.blowing else None
         try:
-            async with open_stream(storm.endpoint, session.id, view.last_id) as frames:
+            async with open_stream(endpoint, session.id, view.last_id) as frames:
                 async for frame in frames:
                     for ended in view.apply(frame):
                         session.reply_ended(ended).set()
@@ -135,6 +150,7 @@ async def subscriptions_left(channels: list[str], redis_url: str) -> int:
     """Redis's subscriber count over ``channels`` once the web process had a moment to leave
     them (it leaves a channel soon after its last tab)."""
     async with open_redis(redis_url) as redis:
+        assert isinstance(redis, Redis)  # this storm's Redis is one node
         for _ in range(100):
             counts = await redis.pubsub_numsub(*channels)
             if (left := sum(int(count) for _, count in counts)) == 0:
@@ -147,23 +163,47 @@ async def test_a_reconnect_storm_loses_and_duplicates_nothing(
     storm_services: tuple[Service, Service], redis_server_url: str
 ) -> None:
     gateway, web = storm_services
+
+    async def subscribed(channels: list[str]) -> int:
+        return await subscriptions_left(channels, redis_server_url)
+
+    await run_storm([gateway], [web], subscribed, StormSize())
+
+
+def _endpoint(web: Service) -> Endpoint:
     host, port = web.url.removeprefix("http://").split(":")
-    storm = Storm(Endpoint(host, int(port)), random.Random(2026))
+    return Endpoint(host, int(port))
+
+
+async def run_storm(
+    gateways: Sequence[Service],
+    webs: Sequence[Service],
+    subscribed: SubscriptionsLeft,
+    size: StormSize,
+) -> None:
+    """The storm, its figures printed, and every assertion: sessions take turns over the
+    gateways (creation and messages), tabs over the web processes."""
+    storm = Storm(random.Random(2026), budget=size.storm)
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     async with httpx.AsyncClient(timeout=30) as client:
         sessions = [
-            Session(await create_session(client, gateway.url, model="slow"))
-            for _ in range(SESSIONS)
+            Session(await create_session(client, gateways[n % len(gateways)].url, model="slow"))
+            for n in range(size.sessions)
         ]
         tabs = [
-            asyncio.create_task(tab_life(session, storm, TabView()))
+            asyncio.create_task(
+                tab_life(session, storm, TabView(), _endpoint(webs[tab % len(webs)]))
+            )
             for session in sessions
-            for _ in range(TABS_PER_SESSION)
+            for tab in range(size.tabs_per_session)
         ]
-        drivers = [asyncio.create_task(drive(client, gateway, s, storm)) for s in sessions]
+        drivers = [
+            asyncio.create_task(drive(client, gateways[n % len(gateways)], s, storm))
+            for n, s in enumerate(sessions)
+        ]
         _, stuck = await asyncio.wait(
-            [*tabs, *drivers], timeout=DEADLINE, return_when=asyncio.FIRST_EXCEPTION
+            [*tabs, *drivers], timeout=size.deadline, return_when=asyncio.FIRST_EXCEPTION
         )
         for task in stuck:
             task.cancel()
@@ -172,12 +212,11 @@ async def test_a_reconnect_storm_loses_and_duplicates_nothing(
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         finals = {
-            s.id: (await client.get(f"{gateway.url}/api/sessions/{s.id}")).json() for s in sessions
+            s.id: (await client.get(f"{gateways[0].url}/api/sessions/{s.id}")).json()
+            for s in sessions
         }
     seconds = time.monotonic() - started
-    subscribed = await subscriptions_left(
-        [SessionKeys(s.id).channel for s in sessions], redis_server_url
-    )
+    left = await subscribed([SessionKeys(s.id).channel for s in sessions])
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     all_tabs = [tab for _, tab in storm.finished_tabs] + storm.closed_tabs
     events = sum(tab.events for tab in all_tabs)
@@ -186,20 +225,22 @@ async def test_a_reconnect_storm_loses_and_duplicates_nothing(
     replies = sum(len(f["messages"]) // 2 for f in finals.values())
     client_cpu = cpu.ru_utime + cpu.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     print(
-        f"\nreconnect storm: {SESSIONS} sessions, {replies} replies, "
-        f"{SESSIONS * TABS_PER_SESSION + storm.late_tabs} tabs ({storm.late_tabs} joined late), "
+        f"\nreconnect storm: {size.sessions} sessions, {replies} replies, "
+        f"{size.sessions * size.tabs_per_session + storm.late_tabs} tabs "
+        f"({storm.late_tabs} joined late) over {len(webs)} web and {len(gateways)} gateway "
+        "processes, "
         f"{storm.reconnects} reconnects, {events} events applied, {lost} lost, "
         f"{duplicated} duplicated, {sum(t.resets for t in all_tabs)} resets, "
-        f"{storm.rejected} rejected, {len(stuck)} stuck, {subscribed} subscriptions left; "
+        f"{storm.rejected} rejected, {len(stuck)} stuck, {left} subscriptions left; "
         f"{seconds:.1f} s "
         f"(client CPU {client_cpu:.1f} s)"
     )
 
     assert not stuck, f"{len(stuck)} tabs or drivers never finished"
-    assert subscribed == 0  # every tab gone: the web process left every channel
-    assert storm.reconnects + storm.late_tabs >= STORM
+    assert left == 0  # every tab gone: the web processes left every channel
+    assert storm.reconnects + storm.late_tabs >= size.storm
     assert (lost, duplicated, storm.rejected) == (0, 0, 0)
-    assert len(storm.finished_tabs) == SESSIONS * TABS_PER_SESSION
+    assert len(storm.finished_tabs) == size.sessions * size.tabs_per_session
     for session_id, tab in storm.finished_tabs:
         final = finals[session_id]
         assert tab.conversation() == [(m["id"], m["content"]) for m in final["messages"]]
