@@ -14,9 +14,17 @@ the Redis connection breaks, is closed: its browser reconnects with ``Last-Event
 catches up from the session log, so nothing is lost and nothing is sent twice.
 
 SUBSCRIBE and UNSUBSCRIBE go out from one task only, in the order tabs joined and left, and a
-channel stays in ``_channels`` until its UNSUBSCRIBE is sent. So Redis always ends subscribed
+channel stays in ``channels`` until its UNSUBSCRIBE is sent. So Redis always ends subscribed
 to exactly the channels that have subscribers: a tab joining while the last one leaves either
 reuses the live subscription or is subscribed again after the UNSUBSCRIBE.
+
+On a Redis Cluster the sessions' channels are sharded (SSUBSCRIBE; the gateway's scripts
+SPUBLISH): one connection per primary that owns a channel some tab needs, each a ``_Link``
+of its own. A slot that moves (a migration: Redis unsubscribes its channels, or refuses a
+subscription with MOVED) is subscribed again where it went, its tabs kept; the events
+published meanwhile reach them from the log, since a stream fills any gap in the live ids
+from it. A primary that dies closes its tabs, which resume with ``Last-Event-ID`` once the
+slot map names its promoted replica.
 """
 
 from __future__ import annotations
@@ -31,10 +39,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatrelay_common import WEB_HOME_PREFIX, decode_wire, encode_sse, new_id
-from redis.asyncio import Redis
+from chatrelay_common import WEB_HOME_PREFIX, AnyRedis, decode_wire, encode_sse, new_id, node_client
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError, ResponseError
 
 from ._metrics import FanoutLagMeter
 
@@ -192,6 +200,8 @@ class Subscriber:
 class _Channel:
     subscribers: set[Subscriber]
     confirmed: asyncio.Future[None]
+    # The connection it is (to be) subscribed on: on a cluster, that of its slot's primary.
+    link: _Link
     # SUBSCRIBE has gone out for this channel (so leaving it needs an UNSUBSCRIBE).
     sent: bool = False
     flush_scheduled: bool = False
@@ -204,10 +214,112 @@ class FanoutUnavailableError(RuntimeError):
     pass
 
 
+class _Link:
+    """One pub/sub connection: of the one Redis, or on a cluster of one primary, carrying the
+    sharded channels of its slots (SSUBSCRIBE). Its one task sends the subscription commands,
+    one at a time, in the order channels changed; a channel stays in the fan-out's channels
+    until its UNSUBSCRIBE is sent. So Redis always ends subscribed to exactly the channels
+    that have subscribers: a tab joining while the last one leaves either reuses the live
+    subscription or is subscribed again after the UNSUBSCRIBE."""
+
+    def __init__(self, fanout: Fanout, client: Redis, *, sharded: bool, name: str) -> None:
+        self.name = name
+        self._fanout = fanout
+        self._client = client
+        self._subscribe, self._unsubscribe = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
+        # Channels whose subscription may need a command, in the order they changed.
+        self._changed: dict[bytes, None] = {}
+        self._wake = asyncio.Event()
+        # SUBSCRIBEs awaiting Redis's answer, in the order sent: it answers in that order.
+        self._unanswered: deque[tuple[bytes, asyncio.Future[None]]] = deque()
+        # UNSUBSCRIBEs sent and not yet confirmed, per channel: a confirmation beyond them is
+        # Redis's own doing (its slot moved to another shard).
+        self._unsubscribing: dict[bytes, int] = {}
+        self.connected = asyncio.Event()
+
+    def mark_changed(self, key: bytes) -> None:
+        self._changed[key] = None
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Subscribe and read until the connection breaks (then raises)."""
+        pubsub = self._client.pubsub()
+        try:
+            # Subscribed for the link's lifetime, so that its connection always has a channel.
+            await pubsub.subscribe(self._fanout.home)
+            self.connected.set()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._send_commands(pubsub))
+                tasks.create_task(self._read(pubsub))
+        finally:
+            self.connected.clear()
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: PubSub) -> None:
+        while True:
+            try:
+                response = await pubsub.parse_response(block=True)
+            except ResponseError as refused:  # a SSUBSCRIBE to a slot this node lost (MOVED)
+                key, _ = self._unanswered.popleft()
+                self._fanout.moved(key, self, refused)
+                continue
+            message = await pubsub.handle_message(response)  # type: ignore[no-untyped-call]
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, key = message["type"], message["channel"]
+        if kind in ("message", "smessage"):
+            self._fanout.deliver(key, message["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            if key == self._fanout.home_key:
+                return
+            sent, confirmed = self._unanswered.popleft()
+            assert sent == key, (sent, key)
+            if not confirmed.done():
+                confirmed.set_result(None)
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            left = self._unsubscribing.get(key, 0)
+            if left > 1:
+                self._unsubscribing[key] = left - 1
+            elif left == 1:
+                del self._unsubscribing[key]
+            else:  # Redis unsubscribed it: its slot moved to another shard
+                self._fanout.moved(key, self)
+
+    async def _send_commands(self, pubsub: PubSub) -> None:
+        """The only sender of SUBSCRIBE/UNSUBSCRIBE: one command at a time, in order."""
+        channels = self._fanout.channels
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._changed:
+                key = next(iter(self._changed))
+                del self._changed[key]
+                state = channels.get(key)
+                if state is None or state.link is not self:
+                    continue
+                if state.subscribers and not state.sent:
+                    state.sent = True
+                    self._unanswered.append((key, state.confirmed))
+                    await pubsub.execute_command(self._subscribe, key)
+                elif not state.subscribers:
+                    del channels[key]
+                    if state.sent:
+                        self._unsubscribing[key] = self._unsubscribing.get(key, 0) + 1
+                        await pubsub.execute_command(self._unsubscribe, key)
+
+
 class Fanout:
+    """Every SSE connection's live events, from one pub/sub connection per process (or, on a
+    Redis Cluster, one per primary that owns channels it needs)."""
+
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
@@ -222,17 +334,17 @@ class Fanout:
         self._lag = FanoutLagMeter()
         self._wheel = _DeadlineWheel()
         self._timeout = timeout
-        self._channels: dict[bytes, _Channel] = {}
-        # Futures for SUBSCRIBE commands in flight, per channel, in the order they were sent:
-        # Redis confirms a channel's SUBSCRIBEs in that order.
-        self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
-        # Channels whose subscription may need a command, in the order they changed.
-        self._changed: dict[bytes, None] = {}
-        self._wake = asyncio.Event()
+        self.channels: dict[bytes, _Channel] = {}
+        # The links by node ("host:port"; one, "", on a single Redis).
+        self._links: dict[str, _Link] = {}
+        self._link_tasks: set[asyncio.Task[None]] = set()
+        # On a cluster: the slot map is to be read again (a link failed, a slot moved).
+        self._refresh = asyncio.Event()
         self._connected = asyncio.Event()
         self.draining = False
-        # Subscribed for the process's lifetime so that `listen()` never runs dry.
-        self._home = f"{WEB_HOME_PREFIX}{new_id(8)}"
+        # Each link subscribes to this for its lifetime (nothing is published there).
+        self.home = f"{WEB_HOME_PREFIX}{new_id(8)}"
+        self.home_key = self.home.encode()
 
     @property
     def connected(self) -> bool:
@@ -243,62 +355,131 @@ class Fanout:
         another web process behind the edge, and resumes from the log) and refuse new ones
         (``draining``)."""
         self.draining = True
-        for state in self._channels.values():
+        for state in self.channels.values():
             for subscriber in state.subscribers:
                 subscriber.close()
 
     @property
     def subscribers(self) -> int:
         """How many subscribers all channels have now."""
-        return sum(len(state.subscribers) for state in self._channels.values())
+        return sum(len(state.subscribers) for state in self.channels.values())
 
     async def run(self) -> None:
-        """Read the pub/sub connection forever, reconnecting while Redis is away."""
+        """Keep the pub/sub connection(s) up, reconnecting while Redis is away."""
+        if isinstance(self._redis, RedisCluster):
+            await self._run_cluster(self._redis)
+        else:
+            await self._run_single(self._redis)
+
+    async def _run_single(self, redis: Redis) -> None:
         while True:
-            pubsub = self._redis.pubsub()
+            link = self._links[""] = _Link(self, redis, sharded=False, name="")
+            watch = asyncio.create_task(self._connected_with(link))
             try:
-                await pubsub.subscribe(self._home)
-                self._connected.set()
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._send_commands(pubsub))
-                    tasks.create_task(self._read(pubsub))
+                await link.run()
             except* (RedisError, OSError) as group:
                 logger.warning("fan-out lost Redis (%s); reconnecting", group.exceptions[0])
             finally:
+                watch.cancel()
                 self._connected.clear()
-                self._close_all()
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._close_channels_of(link)
+                del self._links[""]
             await asyncio.sleep(0.5)
 
-    async def _read(self, pubsub: PubSub) -> None:
-        async for message in pubsub.listen():
-            self._dispatch(message)
-        raise ConnectionError("the pub/sub connection closed")
+    async def _connected_with(self, link: _Link) -> None:
+        await link.connected.wait()
+        self._connected.set()
 
-    async def _send_commands(self, pubsub: PubSub) -> None:
-        """The only sender of SUBSCRIBE/UNSUBSCRIBE: one command at a time, in order."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._changed:
-                key = next(iter(self._changed))
-                del self._changed[key]
-                state = self._channels.get(key)
-                if state is None:
+    async def _run_cluster(self, cluster: RedisCluster) -> None:
+        """Reads the slot map, again whenever a link failed or a slot moved: links are made
+        as channels need them (``_link_for``), and each ends with its connection."""
+        try:
+            while True:
+                self._refresh.clear()
+                try:
+                    await cluster.nodes_manager.initialize()
+                except (RedisError, OSError) as exc:
+                    self._connected.clear()
+                    logger.warning("fan-out cannot read the cluster's slots (%s); retrying", exc)
+                    await asyncio.sleep(0.5)
                     continue
-                if state.subscribers and not state.sent:
-                    state.sent = True
-                    self._pending.setdefault(key, deque()).append(state.confirmed)
-                    await pubsub.subscribe(key)
-                elif not state.subscribers:
-                    del self._channels[key]
-                    if state.sent:
-                        await pubsub.unsubscribe(key)
+                self._connected.set()
+                await self._refresh.wait()
+                await asyncio.sleep(0.1)  # a failover or migration: let the nodes agree
+        finally:
+            self._connected.clear()
+            for task in list(self._link_tasks):
+                task.cancel()
+            await asyncio.gather(*self._link_tasks, return_exceptions=True)
 
-    def _mark_changed(self, key: bytes) -> None:
-        self._changed[key] = None
-        self._wake.set()
+    def _link_for(self, key: bytes, node: tuple[str, int] | None = None) -> _Link:
+        """The link that carries ``key``: the one Redis's, or its slot's primary's (or
+        ``node``'s, when Redis said the slot is there)."""
+        if not isinstance(self._redis, RedisCluster):
+            return self._links[""]
+        if node is None:
+            primary = self._redis.get_node_from_key(key.decode())
+            if primary is None:  # the slot map has no primary for it (mid-failover)
+                raise FanoutUnavailableError(f"no node serves {key!r} now")
+            node = (primary.host, int(primary.port))
+        name = f"{node[0]}:{node[1]}"
+        link = self._links.get(name)
+        if link is None:
+            client = node_client(self._redis, *node)
+            link = self._links[name] = _Link(self, client, sharded=True, name=name)
+            task = asyncio.create_task(self._run_link(link, client), name=f"fan-out {name}")
+            self._link_tasks.add(task)
+            task.add_done_callback(self._link_tasks.discard)
+        return link
+
+    async def _run_link(self, link: _Link, client: Redis) -> None:
+        try:
+            await link.run()
+        except* (RedisError, OSError) as group:
+            logger.warning("fan-out lost %s (%s)", link.name, group.exceptions[0])
+        finally:
+            if self._links.get(link.name) is link:
+                del self._links[link.name]
+            self._close_channels_of(link)
+            self._refresh.set()
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    def moved(self, key: bytes, link: _Link, refused: ResponseError | None = None) -> None:
+        """``key``'s slot is no longer ``link``'s node's: subscribe it where it went (where
+        Redis's MOVED says, or where the slot map will). Its tabs stay: the events published
+        meanwhile come from the log (a stream fills any gap in the live ids from it)."""
+        state = self.channels.get(key)
+        self._refresh.set()
+        if state is None or state.link is not link:
+            return
+        target = None
+        if isinstance(refused, MovedError):
+            target = (refused.host, int(refused.port))
+        elif refused is not None:  # refused for another reason: its tabs get a 503
+            logger.warning("cannot subscribe %s: %s", key, refused)
+            self._fail(key, state)
+            return
+        try:
+            state.link = self._link_for(key, target)
+        except FanoutUnavailableError:
+            self._fail(key, state)
+            return
+        state.sent = False
+        state.link.mark_changed(key)
+
+    def _fail(self, key: bytes, state: _Channel) -> None:
+        for subscriber in state.subscribers:
+            subscriber.close()
+        if not state.confirmed.done():
+            state.confirmed.set_exception(FanoutUnavailableError("Redis connection lost"))
+            state.confirmed.exception()  # retrieved: nobody else may await it
+        del self.channels[key]
+
+    def _close_channels_of(self, link: _Link) -> None:
+        for key, state in list(self.channels.items()):
+            if state.link is link:
+                self._fail(key, state)
 
     async def join(self, channel: str) -> Subscriber:
         """A new subscriber of ``channel``, once Redis has confirmed the subscription: every
@@ -307,11 +488,11 @@ class Fanout:
         subscriber = Subscriber(self._joined, self._wheel)
         try:
             await asyncio.wait_for(self._connected.wait(), self._timeout)
-            state = self._channels.get(key)
+            state = self.channels.get(key)
             if state is None:
                 confirmed = asyncio.get_running_loop().create_future()
-                state = self._channels[key] = _Channel(set(), confirmed)
-                self._mark_changed(key)
+                state = self.channels[key] = _Channel(set(), confirmed, self._link_for(key))
+                state.link.mark_changed(key)
             state.subscribers.add(subscriber)
             await asyncio.wait_for(asyncio.shield(state.confirmed), self._timeout)
         except (TimeoutError, FanoutUnavailableError) as exc:
@@ -339,28 +520,20 @@ class Fanout:
             self.leave(channel, subscriber)
 
     def _leave(self, key: bytes, subscriber: Subscriber) -> None:
-        state = self._channels.get(key)
+        state = self.channels.get(key)
         if state is None or subscriber not in state.subscribers:
             return
         state.subscribers.discard(subscriber)
         if not state.subscribers:
-            self._mark_changed(key)
+            state.link.mark_changed(key)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind, key = message["type"], message["channel"]
-        if kind == "subscribe":
-            pending = self._pending.get(key)
-            if pending:
-                confirmed = pending.popleft()
-                if not confirmed.done():
-                    confirmed.set_result(None)
-                if not pending:
-                    del self._pending[key]
+    def deliver(self, key: bytes, data: bytes) -> None:
+        """An event published on ``key``: queued for each of its subscribers."""
+        state = self.channels.get(key)
+        if state is None:
             return
-        if kind != "message" or (state := self._channels.get(key)) is None:
-            return
-        seq, name, data = decode_wire(message["data"])
-        event = LiveEvent(seq, name, encode_sse(seq, name, data))
+        seq, name, payload = decode_wire(data)
+        event = LiveEvent(seq, name, encode_sse(seq, name, payload))
         size = len(event.frame)
         for subscriber in list(state.subscribers):
             if (
@@ -393,14 +566,3 @@ class Fanout:
         for subscriber in state.subscribers:
             subscriber.wake()
         self._lag.flushed(state.received_at)
-
-    def _close_all(self) -> None:
-        for state in self._channels.values():
-            for subscriber in state.subscribers:
-                subscriber.close()
-            if not state.confirmed.done():
-                state.confirmed.set_exception(FanoutUnavailableError("Redis connection lost"))
-                state.confirmed.exception()  # retrieved: nobody else may await it
-        self._channels.clear()
-        self._pending.clear()
-        self._changed.clear()
