@@ -10,15 +10,22 @@ Search is a bounded scan: the owner's newest ``search_max_sessions`` sessions at
 most about ``search_max_bytes`` of text read per request (titles and message text, matched
 case-insensitively in Python). A request that reached that byte bound returns what it found
 with a ``next`` cursor to go on from, however few its results.
+
+On one Redis a page is read by one script (``list_sessions.lua``). On a Redis Cluster an
+owner's index and each of their sessions live in different slots, which no script spans: the
+index is read with plain commands, then the sessions with one small script each
+(``summarize_session.lua``), concurrently; the same ``summary_of`` (``summary.lua``) reads a
+session either way, and the results, cursors, pruning and bounds are the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -27,7 +34,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from ._events import Deleted, SessionSettings, TitleChanged, encode_data
-from ._keys import CONTROL_CHANNEL, HASH_FIELDS, OWNER_INDEX_PREFIX, SessionKeys
+from ._keys import CONTROL_CHANNEL, HASH_FIELDS, OWNER_INDEX_PREFIX, SessionKeys, ShareKeys
+from ._redis import AnyRedis
 from ._store import SessionStore, _raise_unless_done, _script
 
 __all__ = [
@@ -43,11 +51,15 @@ DEFAULT_SEARCH_MAX_SESSIONS: Final = 500
 DEFAULT_SEARCH_MAX_BYTES: Final = 8 * 1024 * 1024
 # A search reads this many sessions per Lua call: each call stays short for Redis.
 _SEARCH_CHUNK: Final = 50
+# On a cluster: the index is read this many entries at a time (as list_sessions.lua does),
+# and a search reads at most this many sessions at once (more would read text past its
+# byte bound for nothing).
+_INDEX_PAGE: Final = 64
+_SEARCH_READ_AHEAD: Final = 8
 _CURSOR: Final = re.compile(r"(\d{1,16})\.([A-Za-z0-9_-]{16,64})")
 
-_LIST_SESSIONS: Final = _script("list_sessions")
-_SET_TITLE: Final = _script("prelude", "set_title")
-_DELETE: Final = _script("prelude", "delete_session")
+_LIST_SESSIONS: Final = _script("summary", "list_sessions")
+_SUMMARIZE: Final = _script("summary", "summarize_session")
 _DELETED_DATA: Final = encode_data(Deleted())
 _OWNER: Final = HASH_FIELDS["OWNER"]
 _settings_decoder = msgspec.json.Decoder(SessionSettings)
@@ -76,6 +88,10 @@ class SessionPage:
 class _Position:
     score: int
     session_id: str
+
+    def before(self, other: _Position) -> bool:
+        """Listed before ``other`` (newer; on a tie, the greater id: ZREVRANGE's order)."""
+        return (self.score, self.session_id) > (other.score, other.session_id)
 
 
 def _encode_cursor(position: _Position) -> str:
@@ -134,12 +150,16 @@ class History:
         search_max_bytes: int = DEFAULT_SEARCH_MAX_BYTES,
     ) -> None:
         self._store = store
-        self._redis: Redis = store.redis
+        self._redis: AnyRedis = store.redis
         self._search_max_sessions = search_max_sessions
         self._search_max_bytes = search_max_bytes
-        self._list = self._redis.register_script(_LIST_SESSIONS)
-        self._set_title = self._redis.register_script(_SET_TITLE)
-        self._delete = self._redis.register_script(_DELETE)
+        # The cluster client runs scripts too (routed by their first key); redis-py types the
+        # method as the plain client's.
+        register, cluster = cast("Redis", self._redis).register_script, store.cluster
+        self._list = register(_LIST_SESSIONS)
+        self._summarize = register(_SUMMARIZE)
+        self._set_title = register(_script("prelude", "set_title", cluster=cluster))
+        self._delete = register(_script("prelude", "delete_session", cluster=cluster))
 
     async def owner_of(self, session_id: str) -> str | None:
         """The owner that made the session (None: unknown session, or made before owners)."""
@@ -150,7 +170,13 @@ class History:
     async def _read(
         self, owner: str, after: _Position | None, count: int, *, texts: bool, max_bytes: int
     ) -> tuple[bool, list[Any]]:
+        """Up to ``count`` sessions after ``after`` (with ``texts``, until ``max_bytes`` of
+        text were read), and whether any remain: as ``list_sessions.lua`` returns them."""
         oldest_live_ms = int(time.time() * 1000) - self._store._session_ttl * 1000
+        if self._store.cluster:
+            return await self._read_by_parts(
+                owner, oldest_live_ms, after, count, texts=texts, max_bytes=max_bytes
+            )
         more, *rows = await self._list(
             keys=[OWNER_INDEX_PREFIX + owner],
             args=[
@@ -164,6 +190,79 @@ class History:
             ],
         )
         return bool(int(more)), rows
+
+    async def _read_by_parts(
+        self,
+        owner: str,
+        oldest_live_ms: int,
+        after: _Position | None,
+        count: int,
+        *,
+        texts: bool,
+        max_bytes: int,
+    ) -> tuple[bool, list[Any]]:
+        """``_read`` on a Redis Cluster: ``list_sessions.lua``'s walk, step by step."""
+        index = OWNER_INDEX_PREFIX + owner
+        redis: Any = self._redis
+        await redis.zremrangebyscore(index, "-inf", f"({oldest_live_ms}")
+        floor = None  # a search looks no further than the owner's newest sessions
+        if texts and self._search_max_sessions > 0:
+            last = self._search_max_sessions - 1
+            oldest_searched = await redis.zrevrange(index, last, last, withscores=True)
+            if oldest_searched:
+                member, score = oldest_searched[0]
+                floor = _Position(int(score), member.decode())
+        rows: list[Any] = []
+        read = 0
+        # Each index page starts after what was walked: below `top`, past `ties` entries at
+        # `top` (a page by position, not by offset, as other writers move sessions meanwhile).
+        top: int | str = "+inf" if after is None else after.score
+        ties = 0
+        while True:
+            page = await redis.zrevrangebyscore(
+                index, top, "-inf", start=ties, num=_INDEX_PAGE, withscores=True
+            )
+            walked = [_Position(int(score), member.decode()) for member, score in page]
+            ahead = [p for p in walked if after is None or after.before(p)]
+            past_floor = floor is not None and any(floor.before(p) for p in ahead)
+            if floor is not None:
+                ahead = [p for p in ahead if not floor.before(p)]
+            gone: list[_Position] = []
+            at = 0
+            try:
+                while at < len(ahead):
+                    if len(rows) == count or (texts and read >= max_bytes):
+                        return True, rows
+                    room = count - len(rows)
+                    group = ahead[at : at + (min(room, _SEARCH_READ_AHEAD) if texts else room)]
+                    at += len(group)
+                    summaries = await asyncio.gather(
+                        *(self._summary_of(position.session_id, texts) for position in group)
+                    )
+                    for position, summary in zip(group, summaries, strict=True):
+                        if texts and read >= max_bytes:
+                            return True, rows
+                        if summary is None:
+                            gone.append(position)
+                            continue
+                        rows.append([position.session_id.encode(), position.score, *summary])
+                        read += sum(len(text) for text in summary[3][1:])
+            finally:
+                if gone:
+                    await redis.zrem(index, *(position.session_id for position in gone))
+            if past_floor or len(walked) < _INDEX_PAGE:
+                return False, rows
+            bottom = walked[-1].score
+            at_bottom = sum(1 for p in walked if p.score == bottom and p not in gone)
+            ties = ties + at_bottom if bottom == top else at_bottom
+            top = bottom
+
+    async def _summary_of(self, session_id: str, texts: bool) -> list[Any] | None:
+        """``summary_of`` (summary.lua) of one session, in its slot; None when it is gone."""
+        summary: list[Any] | None = await self._summarize(
+            keys=[SessionKeys(session_id).session], args=[session_id, "1" if texts else "0"]
+        )
+        return summary
 
     async def list(
         self, owner: str, *, limit: int, cursor: str | None = None, query: str | None = None
@@ -203,8 +302,21 @@ class History:
         data = encode_data(TitleChanged(title=title))
         result = await self._store._run(self._set_title, session_id, title, data)
         _raise_unless_done(int(result), session_id)
+        await self._store._touch_outside(session_id)
 
     async def delete(self, session_id: str) -> None:
-        """Stop its reply, tell its tabs (``deleted``), and remove every key of the session."""
-        result = await self._store._run(self._delete, session_id, CONTROL_CHANNEL, _DELETED_DATA)
+        """Stop its reply, tell its tabs (``deleted``), and remove every key of the session,
+        its owner's index entry and its share link."""
+        result, *found = await self._store._run(
+            self._delete, session_id, CONTROL_CHANNEL, _DELETED_DATA
+        )
         _raise_unless_done(int(result), session_id)
+        if self._store.cluster:  # the script removed neither: they live in other slots
+            # After the session: an entry or a link left behind by a crash here leads to no
+            # session (the list prunes the one; ``ShareLinks.session_of`` refuses the other).
+            owner, share = (value.decode() for value in found)
+            if owner:
+                index = OWNER_INDEX_PREFIX + owner
+                await cast("Awaitable[int]", self._redis.zrem(index, session_id))
+            if share:
+                await cast("Awaitable[int]", self._redis.delete(ShareKeys(share).link))

@@ -22,9 +22,9 @@ from typing import cast
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from ._keys import USER_PREFIX, USERS
+from ._redis import AnyRedis
 
 __all__ = [
     "PASSWORD_MAX_CHARS",
@@ -46,6 +46,24 @@ _HASH = "hash"
 _STAMP = "stamp"
 # argon2id takes 64 MiB and a core for ~50 ms per hash: a burst of logins waits its turn.
 _PARALLEL_HASHES = 2
+
+# Each touches one user's hash only (so one slot of a Redis Cluster). KEYS[1] the user's hash;
+# ARGV[1] the password hash, [2] a new stamp. Returns 1 when written, else 0.
+# A new user: 0 when the name is taken (but 1 for this very call run again, as after a lost
+# answer: the stamp is its own).
+_CREATE = f"""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGET', KEYS[1], '{_STAMP}') == ARGV[2] and 1 or 0
+end
+redis.call('HSET', KEYS[1], '{_HASH}', ARGV[1], '{_STAMP}', ARGV[2])
+return 1
+"""
+# A new password for an existing user: 0 when there is none.
+_REPLACE = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], '{_HASH}', ARGV[1], '{_STAMP}', ARGV[2])
+return 1
+"""
 
 
 class InvalidCredentialError(ValueError):
@@ -81,14 +99,19 @@ def _key(name: str) -> str:
 
 
 class Users:
-    """The accounts in one Redis. Methods take a username as typed and normalize it."""
+    """The accounts in one Redis (or Redis Cluster: each command and script touches one key,
+    so one slot). Methods take a username as typed and normalize it."""
 
-    def __init__(self, redis: Redis, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, redis: AnyRedis, hasher: PasswordHasher | None = None) -> None:
         self._redis = redis
         # argon2-cffi's defaults are RFC 9106's second recommendation (argon2id, 64 MiB).
         self._hasher = hasher or PasswordHasher()
         self._hashing = asyncio.Semaphore(_PARALLEL_HASHES)
         self._dummy_hash: str | None = None
+        # redis-py types the method as the plain client's; the cluster client has it too.
+        register = cast("Redis", redis).register_script
+        self._create = register(_CREATE)
+        self._replace = register(_REPLACE)
 
     def __repr__(self) -> str:
         return "Users()"
@@ -108,43 +131,32 @@ class Users:
         """Adds a user; returns the stored name. UserExistsError when it is taken."""
         name = normalize_username(name)
         hashed = await self._hash(check_password(password))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(_key(name))
-                if await cast("Awaitable[int]", pipe.exists(_key(name))):
-                    raise UserExistsError(name)
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.hset(_key(name), mapping={_HASH: hashed, _STAMP: secrets.token_urlsafe(16)})
-                pipe.sadd(USERS, name)
-                await pipe.execute()
-            except WatchError:  # added (or removed) meanwhile by another command
-                raise UserExistsError(name) from None
+        # Listed first: a crash before the hash is written leaves a name that ``list`` shows
+        # and ``remove`` clears, never a working account that ``list`` does not show. (The
+        # set and the hash are in different slots of a Redis Cluster: no transaction holds
+        # both.)
+        await cast("Awaitable[int]", self._redis.sadd(USERS, name))
+        made = await self._create(keys=[_key(name)], args=[hashed, secrets.token_urlsafe(16)])
+        if not int(made):
+            raise UserExistsError(name)
         return name
 
     async def set_password(self, name: str, password: str) -> str:
         """A new password (and stamp: the user's logins end). UnknownUserError if none."""
         name = normalize_username(name)
         hashed = await self._hash(check_password(password))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(_key(name))
-                if not await cast("Awaitable[int]", pipe.exists(_key(name))):
-                    raise UnknownUserError(name)
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.hset(_key(name), mapping={_HASH: hashed, _STAMP: secrets.token_urlsafe(16)})
-                await pipe.execute()
-            except WatchError:  # removed meanwhile
-                raise UnknownUserError(name) from None
+        changed = await self._replace(keys=[_key(name)], args=[hashed, secrets.token_urlsafe(16)])
+        if not int(changed):
+            raise UnknownUserError(name)
         return name
 
     async def remove(self, name: str) -> str:
         """Removes a user (their logins end at once). UnknownUserError if none."""
         name = normalize_username(name)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(_key(name))
-            pipe.srem(USERS, name)
-            deleted, _ = await pipe.execute()
-        if not deleted:
+        # The account first: its logins end with it, whatever happens next.
+        deleted = await cast("Awaitable[int]", self._redis.delete(_key(name)))
+        unlisted = await cast("Awaitable[int]", self._redis.srem(USERS, name))
+        if not deleted and not unlisted:
             raise UnknownUserError(name)
         return name
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO, cast
 
-from chatrelay_common import History, SessionNotFoundError, open_redis
+from chatrelay_common import AnyRedis, History, SessionNotFoundError, open_redis
 from chatrelay_common._keys import OWNER_INDEX_PREFIX
 from chatrelay_common._users import (
     InvalidCredentialError,
@@ -30,7 +30,6 @@ from chatrelay_common._users import (
     Users,
 )
 from chatrelay_litestar import user_owner
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ._settings import GatewaySettings
@@ -74,7 +73,7 @@ def read_password(
     return stdin.readline().removesuffix("\n").removesuffix("\r")
 
 
-async def _delete_conversations(history: History, redis: Redis, user: str) -> int:
+async def _delete_conversations(history: History, redis: AnyRedis, user: str) -> int:
     """Deletes every conversation ``user`` made; how many there were."""
     index = OWNER_INDEX_PREFIX + user_owner(user)
     deleted = 0
