@@ -7,7 +7,14 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "descendants", "machine_busy_seconds", "redis_counts", "rss_kib"]
+__all__ = [
+    "cpu_seconds",
+    "descendants",
+    "machine_busy_seconds",
+    "redis_counts",
+    "rss_kib",
+    "summed_counts",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -103,3 +110,13 @@ def redis_counts(port: int) -> dict[str, int]:
         if command in _SCRIPT_COMMANDS:
             counts["scripts"] += calls
     return counts
+
+
+def summed_counts(per_server: list[dict[str, int]]) -> dict[str, int]:
+    """Counters of several Redis servers (a cluster's primaries) added up name by name; a
+    command that one server never ran counts 0 there."""
+    total: dict[str, int] = {}
+    for counts in per_server:
+        for name, count in counts.items():
+            total[name] = total.get(name, 0) + count
+    return total

@@ -6,15 +6,20 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "CDF_POINTS",
+    "SIDES",
+    "Side",
     "cdf",
+    "cluster_comparison",
+    "cluster_text",
     "goals",
     "goals_text",
     "percentile",
     "plot",
+    "plot_cluster",
     "serving",
     "table",
     "write_json",
@@ -23,6 +28,12 @@ __all__ = [
 CDF_POINTS = 200
 OURS = ("gateway", "web", "redis", "nginx")
 PLAIN = ("relay", "relay-nginx")
+
+Side = Literal["single", "cluster"]
+# The cluster scenario's two sides, in the order they run, and how their names say it.
+SIDES: dict[Side, str] = {"single": "1 node", "cluster": "3 primaries"}
+# The figures compared as cluster / single.
+_RATIOS = ("deliveries_per_s", "gateway_web_cpu_ms", "redis_cpu_ms", "wall_s", "p99_ms")
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float | None:
@@ -256,3 +267,114 @@ def goals_text(found: list[dict[str, Any]]) -> str:
         f"(goal <= {g['target']:g})"
         for g in found
     )
+
+
+def _side_figures(r: dict[str, Any]) -> dict[str, Any]:
+    per = r["cpu_ms_per_upstream_token"] or {}
+    redis = r.get("redis_per_upstream_token") or {}
+    return {
+        "scenario": r["name"],
+        "redis_processes": r.get("processes", {}).get("redis"),
+        "deliveries_per_s": r["deliveries_per_s"],
+        # CPU ms per upstream token; Redis's summed over every redis-server of the side
+        "gateway_web_cpu_ms": per.get("gateway", 0.0) + per.get("web", 0.0),
+        "cpu_ms_per_upstream_token": per,
+        "redis_cpu_ms": per.get("redis", 0.0),
+        "redis_round_trips": redis.get("reads"),
+        "redis_scripts_per_server": r.get("redis_scripts_per_server"),
+        "wall_s": r["wall_s"],
+        "p99_ms": r["latency_ms"]["p99"],
+        "lost": r["lost"],
+        "duplicated": r["duplicated"],
+        "id_gaps": r["id_gaps"],
+    }
+
+
+def cluster_comparison(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cluster scenario's two sides and cluster / single for each figure in _RATIOS;
+    None when the scenario did not run on both."""
+    sides = {r["side"]: r for r in results if r.get("side")}
+    if set(sides) != set(SIDES):
+        return None
+    single, cluster = _side_figures(sides["single"]), _side_figures(sides["cluster"])
+    ratio = {
+        key: cluster[key] / single[key] if single[key] and cluster[key] is not None else None
+        for key in _RATIOS
+    }
+    return {"single": single, "cluster": cluster, "ratio": ratio}
+
+
+def _fixed(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{suffix}"
+
+
+def cluster_text(comparison: dict[str, Any]) -> str:
+    head = (
+        "| side | redis-server processes | deliveries/s | CPU ms per upstream token: "
+        "gateway + web (gateway, web) | Redis (all its processes) | Redis round trips per "
+        "upstream token | wall s | p99 ms | lost / dup |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for side in SIDES:
+        f = comparison[side]
+        per = f["cpu_ms_per_upstream_token"]
+        lines.append(
+            f"| {f['scenario']} | {f['redis_processes'] or '-'} | {f['deliveries_per_s']:.0f} "
+            f"| {f['gateway_web_cpu_ms']:.3f} ({per.get('gateway', 0.0):.3f}, "
+            f"{per.get('web', 0.0):.3f}) | {f['redis_cpu_ms']:.3f} "
+            f"| {_fixed(f['redis_round_trips'])} "
+            f"| {f['wall_s']:.2f} | {_ms(f['p99_ms'])} | {f['lost']} / {f['duplicated']} |"
+        )
+    ratio = comparison["ratio"]
+    lines.append(
+        f"| cluster / single | | {_fixed(ratio['deliveries_per_s'], 'x')} "
+        f"| {_fixed(ratio['gateway_web_cpu_ms'], 'x')} | {_fixed(ratio['redis_cpu_ms'], 'x')} | "
+        f"| {_fixed(ratio['wall_s'], 'x')} | {_fixed(ratio['p99_ms'], 'x')} | |"
+    )
+    spread = comparison["cluster"]["redis_scripts_per_server"]
+    if spread:
+        lines.append(f"\nScript calls per primary (how the sessions spread): {spread}")
+    return "\n".join(lines)
+
+
+def plot_cluster(out_dir: Path, stamp: str, results: list[dict[str, Any]], latest: str) -> Path:
+    """The cluster scenario's two sides: deliveries/s, CPU per upstream token per process
+    (stacked), and the latency CDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sides = [next(r for r in results if r.get("side") == side) for side in SIDES]
+    labels = [SIDES[r["side"]] for r in sides]
+    fig, (rate, cpu, latency) = plt.subplots(1, 3, figsize=(16, 5.5))
+    rate.bar(labels, [r["deliveries_per_s"] for r in sides], color=["tab:blue", "tab:orange"])
+    rate.set_ylabel("token events delivered to tabs per second of wall time")
+    rate.set_title("deliveries/s", fontsize=10)
+    bottoms = [0.0] * len(sides)
+    for role in OURS:
+        values = [(r["cpu_ms_per_upstream_token"] or {}).get(role, 0.0) for r in sides]
+        cpu.bar(labels, values, bottom=bottoms, label=role)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    cpu.set_ylabel("CPU ms per upstream token")
+    cpu.set_title("CPU per upstream token (Redis: all its processes)", fontsize=10)
+    cpu.legend(fontsize=8)
+    for r in sides:
+        points = r["cdf_ms"]
+        ys = [(i + 1) / len(points) for i in range(len(points))]
+        latency.plot([max(p, 0.01) for p in points], ys, label=r["name"])
+    latency.set_xscale("log")
+    latency.set_xlabel("per-token latency, emit → arrival at the client (ms, log)")
+    latency.set_ylabel("fraction of tokens")
+    latency.set_title("latency CDF", fontsize=10)
+    latency.grid(True, which="both", alpha=0.3)
+    latency.legend(fontsize=8)
+    load = f"{sides[0]['replies']} replies x {sides[0]['tabs']} tabs"
+    fig.suptitle(f"The same load ({load}) on one Redis and on a Redis Cluster")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stamp}-cluster.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    (out_dir / path.name.replace(stamp, latest)).write_bytes(path.read_bytes())
+    return path

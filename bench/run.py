@@ -4,7 +4,8 @@
     python -m bench.run --smoke   # ~20 s; exit 1 only on a lost or duplicated token
 
 Starts the bench fake, chatrelay as ``make dev`` runs it, and a plain relay behind its own
-nginx (``bench.stack``); runs the scenarios one after another; prints a progress line per
+nginx (``bench.stack``), and for the cluster scenario a second chatrelay on a local Redis
+Cluster (``bench.cluster``); runs the scenarios one after another; prints a progress line per
 scenario and a table; writes ``bench-results/<UTC time>.json`` (+ ``latest.json``) and PNG
 plots there.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
@@ -29,11 +31,19 @@ from typing import Any
 
 from . import report
 from .client import BARRIER_TIMEOUT, Endpoint, Job, JobKind, WorkerResult, http_request, run_worker
-from .procs import cpu_seconds, machine_busy_seconds, redis_counts, rss_kib
+from .cluster import run_cluster_stack
+from .procs import cpu_seconds, machine_busy_seconds, redis_counts, rss_kib, summed_counts
 from .stack import ROOT, Stack, run_stack
 from .tokens import model_name, parse_model
 
-__all__ = ["Scenario", "lost_or_duplicated", "main", "median_round", "scenarios"]
+__all__ = [
+    "Scenario",
+    "cluster_scenarios",
+    "lost_or_duplicated",
+    "main",
+    "median_round",
+    "scenarios",
+]
 
 REPLY = model_name(200, 10)  # 200 tokens, 10 ms apart: a 2 s answer at 100 tokens/s
 FANOUT_REPLY = model_name(500, 10)  # 5 s at 100 tokens/s on one session
@@ -50,6 +60,9 @@ class Scenario:
     model: str = REPLY
     late_tabs: bool = False
     h2: bool = False
+    # A side of the cluster comparison: its chatrelay runs on one Redis ("single", the main
+    # stack) or on the local cluster ("cluster"); None: not compared, on the main stack.
+    side: report.Side | None = None
 
     @property
     def streams(self) -> int:
@@ -58,6 +71,20 @@ class Scenario:
     @property
     def workers(self) -> int:
         return min(MAX_WORKERS, max(1, math.ceil(self.streams / STREAMS_PER_WORKER)))
+
+
+def cluster_scenarios(smoke: bool) -> list[Scenario]:
+    """The cluster scenario (run after the others, on a stack of its own for its cluster
+    side): the same load on one Redis and on the cluster, one right after the other in each
+    round. Many sessions: each is one slot, so they spread over the 3 primaries. The smoke
+    form is small: it is there to catch a lost or duplicated token on the cluster."""
+    count, tabs = (12, 2) if smoke else (60, 3)
+    return [
+        Scenario(
+            f"cluster {count}x{tabs} {report.SIDES[side]}", JobKind.CHAT, count, tabs, side=side
+        )
+        for side in report.SIDES
+    ]
 
 
 def scenarios(smoke: bool) -> list[Scenario]:
@@ -96,6 +123,16 @@ def _split(total: int, parts: int) -> list[int]:
 
 def _sample_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     return {role: sum(cpu_seconds(pid) for pid in group) for role, group in pids.items()}
+
+
+def _all_pids(stacks: list[Stack]) -> dict[str, list[int]]:
+    """Every stack's processes by role, each pid once (the stacks share the fake)."""
+    merged: dict[str, list[int]] = {}
+    for stack in stacks:
+        for role, group in stack.pids.items():
+            merged.setdefault(role, [])
+            merged[role] += [pid for pid in group if pid not in merged[role]]
+    return merged
 
 
 def _settle(pids: dict[str, list[int]]) -> None:
@@ -163,6 +200,8 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         JobKind.FANOUT: stack.web,
         JobKind.IDLE: stack.web,
     }[sc.kind]
+    if endpoint is None:
+        raise RuntimeError(f"{sc.name}: this stack runs no plain relay")
     jobs = [
         Job(
             sc.kind,
@@ -195,7 +234,7 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         barrier.wait(BARRIER_TIMEOUT)
         cpu_before = _sample_cpu(stack.pids)
         busy_before = machine_busy_seconds()
-        counts_before = redis_counts(stack.redis_port)
+        counts_before = [redis_counts(port) for port in stack.redis_ports]
         started = time.monotonic()
         if sc.kind in (JobKind.FANOUT, JobKind.IDLE):
             probe = _HealthProbe(stack.web)
@@ -228,11 +267,16 @@ def run_scenario(sc: Scenario, stack: Stack) -> dict[str, Any]:
         outcome["healthz_ms"] = probe.stop()
     cpu_after = _sample_cpu(stack.pids)
     outcome["busy_s"] = machine_busy_seconds() - busy_before
-    counts_after = redis_counts(stack.redis_port)
-    calls = {name: counts_after[name] - counts_before.get(name, 0) for name in counts_after}
-    return _summarize(
+    counts_after = [redis_counts(port) for port in stack.redis_ports]
+    calls = [
+        {name: after[name] - before.get(name, 0) for name in after}
+        for before, after in zip(counts_before, counts_after, strict=True)
+    ]
+    result = _summarize(
         sc, gathered, cpu_after, cpu_before, calls, nominal, started, outcome, rss_before
     )
+    result["processes"] = {role: len(group) for role, group in stack.pids.items()}
+    return result
 
 
 def _summarize(
@@ -240,7 +284,7 @@ def _summarize(
     gathered: list[WorkerResult],
     cpu_after: dict[str, float],
     cpu_before: dict[str, float],
-    redis: dict[str, int],
+    redis_per_server: list[dict[str, int]],
     nominal: float,
     started: float,
     outcome: dict[str, Any],
@@ -276,6 +320,8 @@ def _summarize(
     serving = report.PLAIN if sc.kind is JobKind.RELAY else report.OURS
     tokens, _ = parse_model(sc.model) or (0, 0)
     upstream_tokens = sc.count * tokens if sc.kind is JobKind.CHAT else tokens
+    redis = summed_counts(redis_per_server)
+    wall_s = (end_ns - start_ns) / 1e9 if end_ns else time.monotonic() - started
     result: dict[str, Any] = {
         "name": sc.name,
         "kind": sc.kind.value,
@@ -288,7 +334,9 @@ def _summarize(
         "duplicated": total["duplicated"] + total["id_repeats"] + total["out_of_range"],
         "errors": [e for r in gathered for e in r.errors][:5],
         "nominal_s": nominal,
-        "wall_s": (end_ns - start_ns) / 1e9 if end_ns else time.monotonic() - started,
+        "wall_s": wall_s,
+        # token events into tabs (snapshot prefixes included) per second of wall time
+        "deliveries_per_s": delivered / wall_s if wall_s > 0 else None,
         "reply_s_p50": report.percentile(sorted(s for r in gathered for s in r.reply_seconds), 0.5),
         "first_token_ms": {
             "p50": report.percentile(first_token, 0.5),
@@ -308,6 +356,12 @@ def _summarize(
         # are only as clean as this is small.
         "others_cpu_s": max(0.0, outcome["busy_s"] - sum(cpu.values())),
         "cpu_ms_per_token": per_token,
+        # per token the upstream sent: what a reply costs, however many tabs watch it
+        "cpu_ms_per_upstream_token": (
+            {role: seconds * 1000 / upstream_tokens for role, seconds in cpu.items()}
+            if sc.kind is JobKind.CHAT and upstream_tokens
+            else None
+        ),
         "cpu_ms_per_token_serving": (
             sum(per_token.get(role, 0.0) for role in serving)
             if per_token and sc.kind is not JobKind.DIRECT
@@ -319,7 +373,12 @@ def _summarize(
             if sc.kind in (JobKind.CHAT, JobKind.FANOUT)
             else None
         ),
+        "redis_servers": len(redis_per_server),
     }
+    if sc.side is not None:
+        result["side"] = sc.side
+    if len(redis_per_server) > 1:  # how the work spread over a cluster's primaries
+        result["redis_scripts_per_server"] = [c.get("scripts", 0) for c in redis_per_server]
     if "healthz_ms" in outcome:
         result["web_healthz_ms"] = outcome["healthz_ms"]
     prefix = sorted(v for r in gathered for v in r.catchup_prefix_ms)
@@ -432,27 +491,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeat = max(1, args.repeat or (1 if args.smoke else 3))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    chosen = [sc for sc in scenarios(args.smoke) if not args.only or args.only in sc.name]
+    every = [*scenarios(args.smoke), *cluster_scenarios(args.smoke)]
+    chosen = [sc for sc in every if not args.only or args.only in sc.name]
     models = sorted({REPLY, FANOUT_REPLY})
     rounds: dict[str, list[dict[str, Any]]] = {sc.name: [] for sc in chosen}
     began = time.monotonic()
     print(f"bench: starting the stack (run folder {args.out / 'run'})", flush=True)
-    with run_stack(args.out / "run", models) as stack:
+    with contextlib.ExitStack() as running:
+        stack = running.enter_context(run_stack(args.out / "run", models))
         print(f"bench: stack up; pids {stack.pids}", flush=True)
+        stacks = {None: stack, "single": stack}
+        if any(sc.side == "cluster" for sc in chosen):
+            cluster_dir = args.out / "run-cluster"
+            print(f"bench: starting chatrelay on a local Redis Cluster ({cluster_dir})", flush=True)
+            stacks["cluster"] = running.enter_context(run_cluster_stack(cluster_dir, models, stack))
+            print(f"bench: cluster stack up; pids {stacks['cluster'].pids}", flush=True)
+        everything = _all_pids(list(stacks.values()))
         # Round after round, not one scenario N times: a burst of other work on the shared
         # machine then spoils one round of several scenarios, not every round of one.
         for round_number in range(repeat):
             for sc in chosen:
                 if sc.kind is JobKind.IDLE and round_number:
                     continue  # memory is only measured right on a fresh web process
-                _settle(stack.pids)
+                _settle(everything)
                 t0 = time.monotonic()
-                result = run_scenario(sc, stack)
+                result = run_scenario(sc, stacks[sc.side])
                 rounds[sc.name].append(result)
                 _progress(result, time.monotonic() - t0, f"round {round_number + 1}/{repeat}")
     results = [median_round(rounds[sc.name]) for sc in chosen]
     _add_baselines(results)
     goals = report.goals(results)
+    cluster = report.cluster_comparison(results)
     document = {
         "stamp": stamp,
         "mode": "smoke" if args.smoke else "full",
@@ -462,12 +531,18 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.monotonic() - began,
         "scenarios": results,
         "goals": goals,
+        "cluster": cluster,
     }
     latest = "latest-smoke" if args.smoke else "latest"
     path = report.write_json(args.out, stamp, document, latest)
     plots = report.plot(args.out, stamp, results, latest)
+    if cluster is not None:
+        plots.append(report.plot_cluster(args.out, stamp, results, latest))
     print()
     print(report.table(results))
+    if cluster is not None:
+        print("\nOne Redis vs a Redis Cluster, the same load (issue 12):")
+        print(report.cluster_text(cluster))
     if goals:
         print("\nIssue 8's goals (informational; only lost or duplicated tokens fail a run):")
         print(report.goals_text(goals))

@@ -6,6 +6,9 @@
   refused;
 - the plain relay (``bench.relay``) behind a second nginx rendered from the same template.
 
+A second stack for the cluster scenario (``bench.cluster``) is chatrelay alone on a Redis given
+to it (``GivenRedis``: dev.py then starts none), reading the first stack's fake.
+
 Started and stopped with scripts/processes.py, the primitives make dev and the tests use.
 """
 
@@ -25,7 +28,7 @@ from scripts.processes import Process, free_port, start, start_nginx, wait_for_p
 from .client import Endpoint
 from .procs import descendants
 
-__all__ = ["Stack", "run_stack"]
+__all__ = ["GivenRedis", "Stack", "run_stack"]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 90.0
@@ -60,10 +63,19 @@ class Stack:
     gateway: Endpoint
     web: Endpoint
     fake: Endpoint
-    relay_edge: Endpoint
-    redis_port: int
+    relay_edge: Endpoint | None  # None: no plain relay in this stack
+    redis_ports: list[int]  # where Redis's counters are read: the server, or every primary
     # Role → pids: gateway, web, redis, nginx (chatrelay's edge), fake, relay, relay-nginx.
     pids: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GivenRedis:
+    """A Redis the caller runs (a local cluster): dev.py is told its URL and starts none."""
+
+    url: str
+    pids: list[int]  # every redis-server behind it, replicas included: their CPU counts
+    ports: list[int]  # the servers whose counters are read (the primaries)
 
 
 def _role(cmdline: str) -> str | None:
@@ -79,8 +91,18 @@ def _role(cmdline: str) -> str | None:
 
 
 @contextlib.contextmanager
-def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -> Iterator[Stack]:
-    """``web_server``: the HTTP server the web runs on (``WEB_SERVER``), else its default."""
+def run_stack(
+    run_dir: Path,
+    models: list[str],
+    web_server: str | None = None,
+    *,
+    redis: GivenRedis | None = None,
+    fake: tuple[Endpoint, int] | None = None,
+    relay: bool = True,
+) -> Iterator[Stack]:
+    """``web_server``: the HTTP server the web runs on (``WEB_SERVER``), else its default.
+    ``redis``: the Redis chatrelay uses, else dev.py starts its own. ``fake``: a running bench
+    fake (endpoint, pid) to read, else one is started. ``relay``: start the plain relay too."""
     run_dir.mkdir(parents=True, exist_ok=True)
     # A fresh Redis each run: the last run's sessions would only slow its start and grow it.
     shutil.rmtree(run_dir / "dev" / "redis", ignore_errors=True)
@@ -113,14 +135,16 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
         return process
 
     try:
-        fake = run(
-            "the bench fake",
-            [sys.executable, "-m", "bench.fake", "--port", str(ports["fake"])],
-            base_env,
-            run_dir / "fake.log",
-        )
-        wait_for_port(ports["fake"], START_TIMEOUT, fake)
-        upstream = f"http://127.0.0.1:{ports['fake']}/v1"
+        if fake is None:
+            fake_process = run(
+                "the bench fake",
+                [sys.executable, "-m", "bench.fake", "--port", str(ports["fake"])],
+                base_env,
+                run_dir / "fake.log",
+            )
+            wait_for_port(ports["fake"], START_TIMEOUT, fake_process)
+            fake = Endpoint("127.0.0.1", ports["fake"], tls=False), fake_process.pid
+        upstream = f"http://{fake[0].host}:{fake[0].port}/v1"
 
         dev_env = (
             base_env
@@ -139,6 +163,7 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
                 "OPENAI_MODELS": ",".join(models),
             }
             | ({"WEB_SERVER": web_server} if web_server else {})
+            | ({"REDIS_URL": redis.url} if redis else {})
         )
         dev_log = run_dir / "dev.log"
         dev = run("make dev's runner", [sys.executable, "-m", "scripts.dev"], dev_env, dev_log)
@@ -149,7 +174,30 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
             check=dev.check_running,
         )
 
-        relay = run(
+        pids: dict[str, list[int]] = {"fake": [fake[1]]}
+        for pid, cmdline in descendants(dev.pid).items():
+            role = _role(cmdline)
+            if role is not None:
+                pids.setdefault(role, []).append(pid)
+        if redis is not None:
+            pids["redis"] = list(redis.pids)
+        missing = {"gateway", "web", "redis", "nginx"} - pids.keys()
+        if missing:
+            raise RuntimeError(f"cannot find the pids of {', '.join(sorted(missing))}")
+        stack = Stack(
+            edge=Endpoint("127.0.0.1", ports["https"], tls=True),
+            gateway=Endpoint("127.0.0.1", ports["gateway"], tls=False),
+            web=Endpoint("127.0.0.1", ports["web"], tls=False),
+            fake=fake[0],
+            relay_edge=None,
+            redis_ports=list(redis.ports) if redis else [ports["redis"]],
+            pids=pids,
+        )
+        if not relay:
+            yield stack
+            return
+
+        relay_process = run(
             "the plain relay",
             [
                 sys.executable,
@@ -165,7 +213,7 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
             base_env | {"BENCH_UPSTREAM": upstream},
             run_dir / "relay.log",
         )
-        wait_for_port(ports["relay"], START_TIMEOUT, relay)
+        wait_for_port(ports["relay"], START_TIMEOUT, relay_process)
         tls = run_dir / "dev" / "tls"
         relay_dir = run_dir / "relay-nginx"
         conf = render_nginx.render_run_dir(
@@ -185,26 +233,10 @@ def run_stack(run_dir: Path, models: list[str], web_server: str | None = None) -
             conf, ports["relay_https"], name="the relay's nginx", env=base_env, die_with_parent=True
         )
         started.append(relay_nginx)
-
-        pids: dict[str, list[int]] = {"fake": [fake.pid]}
-        for pid, cmdline in descendants(dev.pid).items():
-            role = _role(cmdline)
-            if role is not None:
-                pids.setdefault(role, []).append(pid)
-        pids["relay"] = [relay.pid, *descendants(relay.pid)]
+        pids["relay"] = [relay_process.pid, *descendants(relay_process.pid)]
         pids["relay-nginx"] = [relay_nginx.pid, *descendants(relay_nginx.pid)]
-        missing = {"gateway", "web", "redis", "nginx"} - pids.keys()
-        if missing:
-            raise RuntimeError(f"cannot find the pids of {', '.join(sorted(missing))}")
-        yield Stack(
-            edge=Endpoint("127.0.0.1", ports["https"], tls=True),
-            gateway=Endpoint("127.0.0.1", ports["gateway"], tls=False),
-            web=Endpoint("127.0.0.1", ports["web"], tls=False),
-            fake=Endpoint("127.0.0.1", ports["fake"], tls=False),
-            relay_edge=Endpoint("127.0.0.1", ports["relay_https"], tls=True),
-            redis_port=ports["redis"],
-            pids=pids,
-        )
+        stack.relay_edge = Endpoint("127.0.0.1", ports["relay_https"], tls=True)
+        yield stack
     finally:
         for process in reversed(started):
             process.stop(15)
