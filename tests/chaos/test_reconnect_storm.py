@@ -180,9 +180,10 @@ async def run_storm(
     webs: Sequence[Service],
     subscribed: SubscriptionsLeft,
     size: StormSize,
-) -> None:
+) -> list[str]:
     """The storm, its figures printed, and every assertion: sessions take turns over the
-    gateways (creation and messages), tabs over the web processes."""
+    gateways (creation and messages), tabs over the web processes. Returns the sessions'
+    ids."""
     storm = Storm(random.Random(2026), budget=size.storm)
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -257,3 +258,4 @@ async def run_storm(
                     for f in finals.values()
                     for m in f["messages"]
                 )
+    return [s.id for s in sessions]
