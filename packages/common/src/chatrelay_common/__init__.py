@@ -46,6 +46,7 @@ from ._store import (
     SessionFullError,
     SessionNotFoundError,
     SessionStore,
+    SlotsUnavailableError,
     is_session_id,
     new_id,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "ShareKeys",
     "ShareLink",
     "ShareLinks",
+    "SlotsUnavailableError",
     "Snapshot",
     "Start",
     "Timing",

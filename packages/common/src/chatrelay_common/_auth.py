@@ -26,10 +26,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ._keys import PREFIX
+from ._redis import AnyRedis
 from ._users import Users
 
 __all__ = ["AUTH_COOKIE", "Login", "LoginThrottle", "LoginTokens"]
@@ -70,7 +70,7 @@ class LoginTokens:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         password: str = "",
         max_age: int,
@@ -232,7 +232,7 @@ class LoginThrottle:
     """At most ``max_failures`` failed logins per client address per ``window`` seconds,
     counted in Redis so that the limit holds across gateway replicas."""
 
-    def __init__(self, redis: Redis, *, max_failures: int, window: int) -> None:
+    def __init__(self, redis: AnyRedis, *, max_failures: int, window: int) -> None:
         self._redis = redis
         self._max_failures = max_failures
         self._window = window

@@ -34,7 +34,7 @@ from typing import Any, Final, Literal, TypeVar, cast
 import msgspec
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ._events import (
     WIRE_SEPARATOR,
@@ -88,6 +88,7 @@ __all__ = [
     "SessionFullError",
     "SessionNotFoundError",
     "SessionStore",
+    "SlotsUnavailableError",
     "is_session_id",
     "new_id",
 ]
@@ -136,6 +137,17 @@ class ModelNotAllowedError(ValueError):
     def __init__(self, model: str) -> None:
         super().__init__(model)
         self.model = model
+
+
+class SlotsUnavailableError(RedisError):
+    """On a Redis Cluster, a many-session call reached some slots and not others (their
+    primary is down, say, until its replica takes over): ``results`` has each item's result,
+    or None for an item of a slot that failed (all the items of one session fail together:
+    they share a slot)."""
+
+    def __init__(self, results: Sequence[object | None], error: BaseException) -> None:
+        super().__init__(f"some slots failed: {error}")
+        self.results = list(results)
 
 
 class SessionFullError(RuntimeError):
@@ -727,11 +739,21 @@ class SessionStore:
             slot = key_slot(SessionKeys(item[0]).session.encode())
             slots.setdefault(slot, []).append(at)
         parts = list(slots.values())
-        outcomes = await asyncio.gather(*(run([items[at] for at in part]) for part in parts))
+        outcomes = await asyncio.gather(
+            *(run([items[at] for at in part]) for part in parts), return_exceptions=True
+        )
         results: list[_R | None] = [None] * len(items)
+        failed: BaseException | None = None
         for part, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed = failed or outcome
+                continue
             for at, result in zip(part, outcome, strict=True):
                 results[at] = result
+        if failed is not None:
+            if not isinstance(failed, RedisError | OSError) or all(r is None for r in results):
+                raise failed
+            raise SlotsUnavailableError(results, failed) from failed
         return cast("list[_R]", results)
 
     async def finish_reply(self, session_id: str, reply_id: str, event: Done | ErrorEvent) -> bool:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 from chatrelay_common import (
@@ -27,6 +27,7 @@ from chatrelay_common import (
     ErrorEvent,
     SessionSettings,
     SessionStore,
+    SlotsUnavailableError,
     Snapshot,
     Timing,
     open_pubsub,
@@ -223,23 +224,33 @@ class _Writer:
         # retries inside one call take a while).
         started = asyncio.get_running_loop().time()
         write_started = time.perf_counter()
+        partial: SlotsUnavailableError | None = None
         try:
-            streaming = await self._store.append_deltas(writes)
+            streaming: list[bool | None] = list(await self._store.append_deltas(writes))
+        except SlotsUnavailableError as exc:  # a cluster shard is down: the others go on
+            streaming, partial = cast("list[bool | None]", exc.results), exc
         except BaseException:
             for job in jobs:
                 if job.failing_since is None:
                     job.failing_since = started
             raise
         observe_redis_write(write_started)
+        failed = {job for job, result in zip(owners, streaming, strict=True) if result is None}
         for job in jobs:
-            job.unconfirmed.clear()
-            job.failing_since = None
+            if job in failed:
+                job.failing_since = job.failing_since or started
+            else:
+                job.unconfirmed.clear()
+                job.failing_since = None
         for job, still_streaming in zip(owners, streaming, strict=True):
-            if not still_streaming:
+            if still_streaming is False:
                 self._drop(job, "lost")
         for job in jobs:
-            if not job.unsent and not job.sealed:
+            if job not in failed and not job.unsent and not job.sealed:
                 self._release(job)
+        if partial is not None:
+            logger.warning("cannot write %d replies to Redis (%s); retrying", len(failed), partial)
+            self._give_up_on_late(asyncio.get_running_loop().time() + self._flush_seconds, partial)
 
     def _give_up_on_late(self, next_try: float, error: Exception) -> None:
         for job in list(self._pending):
