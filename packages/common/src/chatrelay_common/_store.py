@@ -793,15 +793,25 @@ class SessionStore:
             results = await self._keep_leases(keys=[*keys, *self._lease_index], args=args)
             return [_LEASE_STATES[_Lease(int(result))] for result in results]
 
-        states = await self._per_slot(replies, run)
+        try:
+            kept = await self._per_slot(replies, run)
+        except SlotsUnavailableError as partial:  # index those kept, then tell the caller
+            await self._index_kept(replies, cast("list[LeaseState | None]", partial.results))
+            raise
+        await self._index_kept(replies, kept)
+        return kept
+
+    async def _index_kept(
+        self, replies: Sequence[tuple[str, str]], states: Sequence[LeaseState | None]
+    ) -> None:
         if self.cluster:
-            kept = [
-                (session_id, self._lease_seconds)
-                for (session_id, _), state in zip(replies, states, strict=True)
-                if state != "lost"
-            ]
-            await self._index_leases(kept)
-        return states
+            await self._index_leases(
+                [
+                    (session_id, self._lease_seconds)
+                    for (session_id, _), state in zip(replies, states, strict=True)
+                    if state in ("kept", "stop")
+                ]
+            )
 
     async def _index_leases(self, leases: Sequence[tuple[str, float]]) -> None:
         """On a cluster: list sessions ``(id, seconds their lease has left)`` in the lease

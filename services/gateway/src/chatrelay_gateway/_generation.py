@@ -32,7 +32,7 @@ from chatrelay_common import (
     Timing,
     open_pubsub,
 )
-from chatrelay_common._store import DeltaWrite
+from chatrelay_common._store import DeltaWrite, LeaseState
 from redis.exceptions import RedisError
 
 from ._metrics import (
@@ -403,7 +403,12 @@ class Generations:
             await asyncio.sleep(self._keepalive_seconds)
             jobs = list(self._jobs.values())
             try:
-                states = await self._store.keep_leases([(j.session_id, j.reply_id) for j in jobs])
+                states: list[LeaseState | None] = list(
+                    await self._store.keep_leases([(j.session_id, j.reply_id) for j in jobs])
+                )
+            except SlotsUnavailableError as partial:  # a cluster shard is down: keep the rest
+                logger.warning("keepalive reached only some replies: %s", partial)
+                states = cast("list[LeaseState | None]", partial.results)
             except (RedisError, OSError) as exc:
                 logger.warning("keepalive for %d replies: %s", len(jobs), exc)
                 continue
