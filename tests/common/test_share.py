@@ -87,3 +87,19 @@ async def test_the_link_lives_as_long_as_its_session_while_the_owner_writes(
     session_ttl = await redis.ttl(SessionKeys(session_id).session)
     assert session_ttl > 5
     assert await redis.ttl(ShareKeys(link.token).link) == session_ttl
+
+
+async def test_a_token_whose_session_names_another_leads_nowhere(
+    store: SessionStore, redis: Redis
+) -> None:
+    """As a crash between the steps of a share or revoke on a Redis Cluster leaves it: a
+    link's key whose session does not name its token is no live link."""
+    session_id = await store.create(SessionSettings(model="m"))
+    links = ShareLinks(redis)
+    stray = "C" * 32
+    await redis.set(ShareKeys(stray).link, session_id, ex=60)
+    assert await links.session_of(stray) is None
+    live = await links.share(session_id)
+    assert live.token != stray
+    assert await links.session_of(live.token) == session_id
+    assert await links.session_of(stray) is None

@@ -163,3 +163,21 @@ async def test_settings_refuse_accounts_with_a_site_password(monkeypatch: Any) -
     settings = ServiceSettings(_env_file=None)  # type: ignore[call-arg]
     assert settings.accounts
     assert settings.login_in_force
+
+
+async def test_a_name_listed_without_an_account_is_no_user_and_remove_clears_it(
+    users: Users, redis: Redis
+) -> None:
+    """As an add that crashed between listing the name and writing the account leaves it."""
+    name = unique()
+    await cast("Awaitable[int]", redis.sadd("chatrelay:users", name))
+    assert name in await users.names()
+    assert await users.verify(name, "pw") is None
+    assert await users.stamp(name) is None
+    assert await users.remove(name) == name
+    assert name not in await users.names()
+    with pytest.raises(UnknownUserError):
+        await users.remove(name)
+    # And the name can be added for real.
+    assert await users.add(name, "pw") == name
+    assert await users.verify(name, "pw") == name
