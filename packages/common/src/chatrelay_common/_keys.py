@@ -134,6 +134,17 @@ class SessionKeys:
         """Pub/sub channel carrying each event as it is logged."""
         return self.base + _CHANNEL
 
+    def declared(self, reply_id: str | None = None) -> list[str]:
+        """The KEYS of a script on this session: its fixed keys, and a reply's own when the
+        caller knows which (its hash, text and reasoning). On a Redis Cluster a slot being
+        migrated key by key makes a script whose declared keys are split fail with TRYAGAIN
+        (the client tries again) rather than run against half of them; keys of other
+        messages, which only a script knows, are left out."""
+        keys = [self.session, self.log, self.order, self.lock, self.stop]
+        if reply_id is not None:
+            keys += [self.message(reply_id), self.text(reply_id), self.reasoning(reply_id)]
+        return keys
+
     def message(self, message_id: str) -> str:
         """Hash: ``role``, ``status``, ``created``; a reply's also ``model``, ``ending``."""
         return self.base + _MESSAGE + message_id

@@ -483,13 +483,28 @@ class SessionStore:
         """How long a reply stays open without its gateway refreshing the lease."""
         return self._lease_seconds
 
-    async def _run(self, script: Any, session_id: str, *args: str | bytes) -> Any:
+    async def _run(
+        self, script: Any, session_id: str, *args: str | bytes, reply_id: str | None = None
+    ) -> Any:
+        """A write script on one session (of one reply, when ``reply_id`` is known: its keys
+        are declared too)."""
         keys = SessionKeys(session_id)
         durable = await self._durable_flag()
         return await script(
-            keys=[keys.session, keys.log, *self._lease_index],
+            keys=[*self._declared(keys, reply_id), *self._lease_index],
             args=[keys.base, session_id, *self._limits, durable, *args],
         )
+
+    def _declared(self, keys: SessionKeys, reply_id: str | None) -> list[str]:
+        """A script's KEYS for a session: on a cluster, every key the store can name (see
+        ``SessionKeys.declared``); on one Redis the two the scripts read from KEYS, which
+        keeps the hot path's calls as small as they were."""
+        return keys.declared(reply_id) if self.cluster else [keys.session, keys.log]
+
+    async def _many_replies_args(self) -> list[str | bytes]:
+        """ARGV[1..8] of the scripts on many replies: [1] how many KEYS each reply has."""
+        per_reply = str(len(self._declared(SessionKeys(""), "")))
+        return [per_reply, "", *self._limits, await self._durable_flag()]
 
     @property
     def _lease_index(self) -> list[str]:
@@ -671,6 +686,7 @@ class SessionStore:
             created_at,
             "" if content is None else default_title(content),
             *choices,
+            reply_id=reply_id,
         )
         result, *rest = out
         if result == _Outcome.MODEL_NOT_ALLOWED:
@@ -708,14 +724,14 @@ class SessionStore:
         """:meth:`append_delta` for many replies (of any sessions) in one Redis call, in
         order: ``(session_id, reply_id, text, batch)`` each. Returns, per write, False when
         its reply no longer streams. On a cluster, one call per slot, all at once."""
-        prefix: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+        prefix = await self._many_replies_args()
 
         async def run(part: Sequence[DeltaWrite]) -> list[bool]:
             keys: list[str] = []
             args = list(prefix)
             for session_id, reply_id, kind, text, batch in part:
                 session = SessionKeys(session_id)
-                keys += [session.session, session.log]
+                keys += self._declared(session, reply_id)
                 data = encode_data(_TEXT_EVENTS[kind](reply_id=reply_id, text=text))
                 number = "" if batch is None else str(batch)
                 args += [session.base, session_id, reply_id, kind, text, data, number]
@@ -763,8 +779,17 @@ class SessionStore:
         else:
             status = "stopped" if event.finish_reason == "stopped" else "complete"
         ending = _encoder.encode(_ending_of(event))
-        seq = await self._write(
-            self._finish, session_id, reply_id, status, event.name, encode_data(event), ending
+        seq = int(
+            await self._run(
+                self._finish,
+                session_id,
+                reply_id,
+                status,
+                event.name,
+                encode_data(event),
+                ending,
+                reply_id=reply_id,
+            )
         )
         if seq == _Delta.NOT_STREAMING:
             return False
@@ -781,14 +806,14 @@ class SessionStore:
         call. Per reply: ``"kept"``; ``"stop"`` when a client asked it to stop (its stop flag:
         seen even when the stop's publication was missed); ``"lost"`` when it no longer
         streams (then its writer should stop)."""
-        prefix: list[str | bytes] = ["", "", *self._limits, await self._durable_flag()]
+        prefix = await self._many_replies_args()
 
         async def run(part: Sequence[tuple[str, str]]) -> list[LeaseState]:
             keys: list[str] = []
             args = list(prefix)
             for session_id, reply_id in part:
                 session = SessionKeys(session_id)
-                keys += [session.session, session.log]
+                keys += self._declared(session, reply_id)
                 args += [session.base, session_id, reply_id]
             results = await self._keep_leases(keys=[*keys, *self._lease_index], args=args)
             return [_LEASE_STATES[_Lease(int(result))] for result in results]

@@ -1,5 +1,6 @@
--- Extends the leases of any number of replies (of any sessions) in one call. KEYS: (session
--- hash, log) per reply, then the lease index; ARGV[1] and [2] unused, [9..] three per reply:
+-- Extends the leases of any number of replies (of any sessions) in one call. KEYS: as
+-- `for_each_session` says, per reply its session's and its own; ARGV[1] the KEYS per reply,
+-- [2] unused, [9..] three per reply:
 -- key prefix, session id, reply id. Returns per reply: LEASE_LOST when it no longer streams
 -- or another holds its lease, else LEASE_KEPT, or STOP_ASKED when a client asked it to stop.
 -- A lapsed lease is taken back: safe, since nobody else writes a streaming reply.

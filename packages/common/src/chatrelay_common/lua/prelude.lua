@@ -1,11 +1,13 @@
 -- Shared by every write script, after the constants the store composes in (key suffixes,
 -- return codes, event names and JSON templates: see `_store.py`).
--- KEYS[1] session hash, KEYS[2] log, KEYS[3] the lease index (not on a Redis Cluster, where
--- it lives in another slot and the store keeps it itself); ARGV[1] key prefix of the
+-- KEYS[1] session hash, KEYS[2] log, then the session's other keys the store knows of
+-- (`SessionKeys.declared`), last the lease index (not on a Redis Cluster, where it lives in
+-- another slot and the store keeps it itself); ARGV[1] key prefix of the
 -- session, [2] session id, [3] log cap in events, [4] log cap in bytes, [5] session TTL in
 -- seconds, [6] lease ms, [7] session size cap in bytes, [8] '1' when Redis has every write on
 -- disk before it answers (appendfsync always). A script's own arguments start at ARGV[9].
-local session_key, log_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local session_key, log_key, leases_key = KEYS[1], KEYS[2], nil
+if CLUSTER == 0 then leases_key = KEYS[#KEYS] end
 local base, sid, ttl, lease_ms = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
 -- A script touches one slot only on a Redis Cluster (CLUSTER == 1): there the lease index, an
 -- owner's index and a share link (other slots) are the store's to keep, outside the script.
@@ -178,16 +180,18 @@ local function not_idle()
   return nil
 end
 
--- For the scripts that serve many sessions in one call. KEYS: (session hash, log) per item,
--- then the lease index (not on a cluster, where every item is of one slot); ARGV from [9]: `stride` values per item, its key prefix and session
--- id first. Points the shared locals at each item's session in turn and returns
--- {fn(index of the item's own first argument), ...}.
+-- For the scripts that serve many sessions in one call. KEYS: `SessionKeys.declared` of each
+-- item (its session hash and log first; ARGV[1] says how many per item), then the lease index
+-- (not on a cluster, where the items are of one slot); ARGV from [9]: `stride` values per
+-- item, its key prefix and session id first. Points the shared locals at each item's session
+-- in turn and returns {fn(index of the item's own first argument), ...}.
 local function for_each_session(stride, fn)
-  if CLUSTER == 0 then leases_key = KEYS[#KEYS] end
+  local per_item = tonumber(ARGV[1])
   local results = {}
-  for i = 1, (#KEYS - (1 - CLUSTER)) / 2 do
+  for i = 1, (#KEYS - (1 - CLUSTER)) / per_item do
     local at = 9 + (i - 1) * stride
-    session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local first = (i - 1) * per_item + 1
+    session_key, log_key = KEYS[first], KEYS[first + 1]
     base, sid = ARGV[at], ARGV[at + 1]
     results[i] = fn(at + 2)
   end
