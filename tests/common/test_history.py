@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,10 +19,12 @@ from chatrelay_common import (
     SessionNotFoundError,
     SessionSettings,
     SessionStore,
+    _history,
     clean_title,
     decode_wire,
     new_id,
 )
+from chatrelay_common._history import _Position
 from chatrelay_common._keys import LEASES, OWNER_INDEX_PREFIX
 from chatrelay_common._titles import default_title
 from redis.asyncio import Redis
@@ -276,3 +279,52 @@ async def test_delete_stops_the_reply_tells_the_tabs_and_removes_every_key(
     assert not await store.finish_reply(session, reply_id, Done(reply_id, "stopped", None))
     assert await store.keep_leases([(session, reply_id)]) == ["lost"]
     assert [key async for key in redis.scan_iter(match=f"*{session}*")] == []
+
+
+async def test_the_cluster_s_step_by_step_walk_returns_what_the_script_returns(
+    store: SessionStore, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Redis Cluster a page is read in steps (``_read_by_parts``: plain index commands,
+    a script per session), which run on one Redis too: from every cursor, for each page size
+    and byte bound, they return what ``list_sessions.lua`` returns, pruning included. Index
+    pages of 2 and read-ahead groups of 3 make them cross pages, ties and groups."""
+    monkeypatch.setattr(_history, "_INDEX_PAGE", 2)
+    monkeypatch.setattr(_history, "_SEARCH_READ_AHEAD", 3)
+    history = History(store, search_max_sessions=9)
+    owner = _owner()
+    sessions = [await _session(store, owner, "hay " * (n % 4 + 1)) for n in range(12)]
+    index = OWNER_INDEX_PREFIX + owner
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(index, dict.fromkeys(sessions[3:7], now_ms))  # ties
+    await redis.zadd(index, {sessions[0]: now_ms - (store._session_ttl + 60) * 1000})  # expired
+    for gone in (sessions[4], sessions[9], sessions[10]):
+        await redis.delete(SessionKeys(gone).session)
+    entries = dict(await redis.zrange(index, 0, -1, withscores=True))
+    oldest_live_ms = now_ms - store._session_ttl * 1000
+
+    async def restored() -> None:
+        await redis.delete(index)
+        await redis.zadd(index, entries)
+
+    def plain(read: tuple[bool, list[Any]]) -> tuple[bool, list[tuple[Any, ...]]]:
+        more, rows = read
+        return more, [(row[0], int(float(row[1])), *row[2:]) for row in rows]
+
+    cursors = [None, *(_Position(int(score), m.decode()) for m, score in entries.items())]
+    compared = 0
+    for after in cursors:
+        for count in (1, 2, 5, 20):
+            for texts, max_bytes in ((False, 0), (True, 1), (True, 9), (True, 1000)):
+                await restored()
+                by_script = await history._read(
+                    owner, after, count, texts=texts, max_bytes=max_bytes
+                )
+                pruned = await redis.zrange(index, 0, -1)
+                await restored()
+                by_parts = await history._read_by_parts(
+                    owner, oldest_live_ms, after, count, texts=texts, max_bytes=max_bytes
+                )
+                assert plain(by_parts) == plain(by_script), (after, count, texts, max_bytes)
+                assert await redis.zrange(index, 0, -1) == pruned
+                compared += 1
+    assert compared == len(cursors) * 16

@@ -228,28 +228,31 @@ class History:
             if floor is not None:
                 ahead = [p for p in ahead if not floor.before(p)]
             gone: list[_Position] = []
-            at = 0
-            try:
-                while at < len(ahead):
-                    if len(rows) == count or (texts and read >= max_bytes):
-                        return True, rows
-                    room = count - len(rows)
-                    group = ahead[at : at + (min(room, _SEARCH_READ_AHEAD) if texts else room)]
-                    at += len(group)
-                    summaries = await asyncio.gather(
-                        *(self._summary_of(position.session_id, texts) for position in group)
-                    )
-                    for position, summary in zip(group, summaries, strict=True):
-                        if texts and read >= max_bytes:
-                            return True, rows
-                        if summary is None:
-                            gone.append(position)
-                            continue
-                        rows.append([position.session_id.encode(), position.score, *summary])
-                        read += sum(len(text) for text in summary[3][1:])
-            finally:
-                if gone:
-                    await redis.zrem(index, *(position.session_id for position in gone))
+            # As in the script: `more` once full (or at the byte bound) with a session ahead.
+            more, at = False, 0
+            while at < len(ahead) and not more:
+                if len(rows) == count or (texts and read >= max_bytes):
+                    more = True
+                    break
+                room = count - len(rows)
+                group = ahead[at : at + (min(room, _SEARCH_READ_AHEAD) if texts else room)]
+                at += len(group)
+                summaries = await asyncio.gather(
+                    *(self._summary_of(position.session_id, texts) for position in group)
+                )
+                for position, summary in zip(group, summaries, strict=True):
+                    if texts and read >= max_bytes:
+                        more = True
+                        break
+                    if summary is None:
+                        gone.append(position)
+                        continue
+                    rows.append([position.session_id.encode(), position.score, *summary])
+                    read += sum(len(text) for text in summary[3][1:])
+            if gone:
+                await redis.zrem(index, *(position.session_id for position in gone))
+            if more:
+                return True, rows
             if past_floor or len(walked) < _INDEX_PAGE:
                 return False, rows
             bottom = walked[-1].score
