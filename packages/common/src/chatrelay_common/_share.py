@@ -135,8 +135,8 @@ class ShareLinks:
             link = ShareKeys(token).link
             # The key first: it leads nowhere until the session names it (``session_of``),
             # so a crash before that leaves a dead key that expires with the session.
-            await cast("Awaitable[object]", self._redis.set(link, session_id))
-            await self._outlive(link, ttl)
+            expiry = ttl if ttl > 0 else None
+            await cast("Awaitable[object]", self._redis.set(link, session_id, px=expiry))
             swapped = await self._swap(keys=[session], args=[current, token])
             if swapped and swapped[1] == 1:
                 return ShareLink(token, created=True)
