@@ -290,65 +290,79 @@ def _side_figures(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cluster_comparison(results: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The cluster scenario's two sides and cluster / single for each figure in _RATIOS;
-    None when the scenario did not run on both."""
-    sides = {r["side"]: r for r in results if r.get("side")}
-    if set(sides) != set(SIDES):
-        return None
-    single, cluster = _side_figures(sides["single"]), _side_figures(sides["cluster"])
-    ratio = {
-        key: cluster[key] / single[key] if single[key] and cluster[key] is not None else None
-        for key in _RATIOS
-    }
-    return {"single": single, "cluster": cluster, "ratio": ratio}
+def cluster_comparison(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per load of the cluster scenario that ran on both sides (in run order): each side's
+    figures and cluster / single for each figure in _RATIOS."""
+    pairs: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r.get("side"):
+            pairs.setdefault(r["pair"], {})[r["side"]] = r
+    found = []
+    for pair, sides in pairs.items():
+        if set(sides) != set(SIDES):
+            continue
+        single, cluster = _side_figures(sides["single"]), _side_figures(sides["cluster"])
+        ratio = {
+            key: cluster[key] / single[key] if single[key] and cluster[key] is not None else None
+            for key in _RATIOS
+        }
+        found.append({"load": pair, "single": single, "cluster": cluster, "ratio": ratio})
+    return found
 
 
 def _fixed(value: float | None, suffix: str = "") -> str:
     return "-" if value is None else f"{value:.2f}{suffix}"
 
 
-def cluster_text(comparison: dict[str, Any]) -> str:
+def cluster_text(comparisons: list[dict[str, Any]]) -> str:
     head = (
         "| side | redis-server processes | deliveries/s | CPU ms per upstream token: "
         "gateway + web (gateway, web) | Redis (all its processes) | Redis round trips per "
         "upstream token | wall s | p99 ms | lost / dup |"
     )
     lines = [head, "|" + "---|" * 9]
-    for side in SIDES:
-        f = comparison[side]
-        per = f["cpu_ms_per_upstream_token"]
+    spreads = []
+    for comparison in comparisons:
+        for side in SIDES:
+            f = comparison[side]
+            per = f["cpu_ms_per_upstream_token"]
+            lines.append(
+                f"| {f['scenario']} | {f['redis_processes'] or '-'} "
+                f"| {f['deliveries_per_s']:.0f} | {f['gateway_web_cpu_ms']:.3f} "
+                f"({per.get('gateway', 0.0):.3f}, {per.get('web', 0.0):.3f}) "
+                f"| {f['redis_cpu_ms']:.3f} | {_fixed(f['redis_round_trips'])} "
+                f"| {f['wall_s']:.2f} | {_ms(f['p99_ms'])} | {f['lost']} / {f['duplicated']} |"
+            )
+        ratio = comparison["ratio"]
         lines.append(
-            f"| {f['scenario']} | {f['redis_processes'] or '-'} | {f['deliveries_per_s']:.0f} "
-            f"| {f['gateway_web_cpu_ms']:.3f} ({per.get('gateway', 0.0):.3f}, "
-            f"{per.get('web', 0.0):.3f}) | {f['redis_cpu_ms']:.3f} "
-            f"| {_fixed(f['redis_round_trips'])} "
-            f"| {f['wall_s']:.2f} | {_ms(f['p99_ms'])} | {f['lost']} / {f['duplicated']} |"
+            f"| {comparison['load']}: cluster / single | | "
+            f"{_fixed(ratio['deliveries_per_s'], 'x')} "
+            f"| {_fixed(ratio['gateway_web_cpu_ms'], 'x')} | {_fixed(ratio['redis_cpu_ms'], 'x')} "
+            f"| | {_fixed(ratio['wall_s'], 'x')} | {_fixed(ratio['p99_ms'], 'x')} | |"
         )
-    ratio = comparison["ratio"]
-    lines.append(
-        f"| cluster / single | | {_fixed(ratio['deliveries_per_s'], 'x')} "
-        f"| {_fixed(ratio['gateway_web_cpu_ms'], 'x')} | {_fixed(ratio['redis_cpu_ms'], 'x')} | "
-        f"| {_fixed(ratio['wall_s'], 'x')} | {_fixed(ratio['p99_ms'], 'x')} | |"
-    )
-    spread = comparison["cluster"]["redis_scripts_per_server"]
-    if spread:
-        lines.append(f"\nScript calls per primary (how the sessions spread): {spread}")
+        spread = comparison["cluster"]["redis_scripts_per_server"]
+        if spread:
+            spreads.append(f"- {comparison['load']}: script calls per primary {spread}")
+    if spreads:
+        lines += ["", "How the sessions spread over the primaries:", *spreads]
     return "\n".join(lines)
 
 
 def plot_cluster(out_dir: Path, stamp: str, results: list[dict[str, Any]], latest: str) -> Path:
-    """The cluster scenario's two sides: deliveries/s, CPU per upstream token per process
-    (stacked), and the latency CDF."""
+    """The cluster scenario, each load on both sides: deliveries/s, CPU per upstream token
+    per process (stacked), and the latency CDF."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sides = [next(r for r in results if r.get("side") == side) for side in SIDES]
-    labels = [SIDES[r["side"]] for r in sides]
-    fig, (rate, cpu, latency) = plt.subplots(1, 3, figsize=(16, 5.5))
-    rate.bar(labels, [r["deliveries_per_s"] for r in sides], color=["tab:blue", "tab:orange"])
+    sides = [r for r in results if r.get("side")]
+    labels = [f"{r['pair']}\n{SIDES[r['side']]}" for r in sides]
+    colours = {"single": "tab:blue", "cluster": "tab:orange"}
+    fig, (rate, cpu, latency) = plt.subplots(1, 3, figsize=(18, 6))
+    rate.bar(
+        labels, [r["deliveries_per_s"] for r in sides], color=[colours[r["side"]] for r in sides]
+    )
     rate.set_ylabel("token events delivered to tabs per second of wall time")
     rate.set_title("deliveries/s", fontsize=10)
     bottoms = [0.0] * len(sides)
@@ -359,6 +373,8 @@ def plot_cluster(out_dir: Path, stamp: str, results: list[dict[str, Any]], lates
     cpu.set_ylabel("CPU ms per upstream token")
     cpu.set_title("CPU per upstream token (Redis: all its processes)", fontsize=10)
     cpu.legend(fontsize=8)
+    for ax in (rate, cpu):
+        ax.tick_params(axis="x", labelsize=7)
     for r in sides:
         points = r["cdf_ms"]
         ys = [(i + 1) / len(points) for i in range(len(points))]
@@ -369,8 +385,9 @@ def plot_cluster(out_dir: Path, stamp: str, results: list[dict[str, Any]], lates
     latency.set_title("latency CDF", fontsize=10)
     latency.grid(True, which="both", alpha=0.3)
     latency.legend(fontsize=8)
-    load = f"{sides[0]['replies']} replies x {sides[0]['tabs']} tabs"
-    fig.suptitle(f"The same load ({load}) on one Redis and on a Redis Cluster")
+    fig.suptitle(
+        "The same load on one Redis (1 node) and on a Redis Cluster (3 primaries + 3 replicas)"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp}-cluster.png"
     fig.tight_layout()

@@ -47,6 +47,9 @@ __all__ = [
 
 REPLY = model_name(200, 10)  # 200 tokens, 10 ms apart: a 2 s answer at 100 tokens/s
 FANOUT_REPLY = model_name(500, 10)  # 5 s at 100 tokens/s on one session
+# 1,000 tokens 1 ms apart (1 s): ten times the usual pace. A stack that cannot keep up shows
+# it as a wall time over the nominal 1 s, and fewer deliveries/s.
+FAST_REPLY = model_name(1000, 1)
 STREAMS_PER_WORKER = 100
 MAX_WORKERS = 4
 
@@ -76,13 +79,22 @@ class Scenario:
 def cluster_scenarios(smoke: bool) -> list[Scenario]:
     """The cluster scenario (run after the others, on a stack of its own for its cluster
     side): the same load on one Redis and on the cluster, one right after the other in each
-    round. Many sessions: each is one slot, so they spread over the 3 primaries. The smoke
-    form is small: it is there to catch a lost or duplicated token on the cluster."""
+    round. Many sessions: each is one slot, so they spread over the 3 primaries. Twice: at
+    the usual pace (what it costs), and ten times as fast (whether it keeps up). The smoke
+    form is small and at the usual pace: it is there to catch a lost or duplicated token on
+    the cluster."""
     count, tabs = (12, 2) if smoke else (60, 3)
+    loads = [("", REPLY)] if smoke else [("", REPLY), (" fast", FAST_REPLY)]
     return [
         Scenario(
-            f"cluster {count}x{tabs} {report.SIDES[side]}", JobKind.CHAT, count, tabs, side=side
+            f"cluster {count}x{tabs}{label} {report.SIDES[side]}",
+            JobKind.CHAT,
+            count,
+            tabs,
+            model=model,
+            side=side,
         )
+        for label, model in loads
         for side in report.SIDES
     ]
 
@@ -377,6 +389,7 @@ def _summarize(
     }
     if sc.side is not None:
         result["side"] = sc.side
+        result["pair"] = sc.name.removesuffix(f" {report.SIDES[sc.side]}")
     if len(redis_per_server) > 1:  # how the work spread over a cluster's primaries
         result["redis_scripts_per_server"] = [c.get("scripts", 0) for c in redis_per_server]
     if "healthz_ms" in outcome:
@@ -493,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     every = [*scenarios(args.smoke), *cluster_scenarios(args.smoke)]
     chosen = [sc for sc in every if not args.only or args.only in sc.name]
-    models = sorted({REPLY, FANOUT_REPLY})
+    # REPLY first: the default model (every bench request names its model anyway)
+    models = [REPLY, *sorted(({sc.model for sc in every} | {FANOUT_REPLY}) - {REPLY})]
     rounds: dict[str, list[dict[str, Any]]] = {sc.name: [] for sc in chosen}
     began = time.monotonic()
     print(f"bench: starting the stack (run folder {args.out / 'run'})", flush=True)
@@ -536,11 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     latest = "latest-smoke" if args.smoke else "latest"
     path = report.write_json(args.out, stamp, document, latest)
     plots = report.plot(args.out, stamp, results, latest)
-    if cluster is not None:
+    if cluster:
         plots.append(report.plot_cluster(args.out, stamp, results, latest))
     print()
     print(report.table(results))
-    if cluster is not None:
+    if cluster:
         print("\nOne Redis vs a Redis Cluster, the same load (issue 12):")
         print(report.cluster_text(cluster))
     if goals:

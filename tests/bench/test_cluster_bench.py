@@ -13,8 +13,8 @@ from redis.crc import key_slot
 
 from bench.client import JobKind
 from bench.procs import redis_counts, summed_counts
-from bench.report import SIDES, cluster_comparison, cluster_text, plot_cluster
-from bench.run import cluster_scenarios, scenarios
+from bench.report import SIDES, Side, cluster_comparison, cluster_text, plot_cluster
+from bench.run import FAST_REPLY, REPLY, cluster_scenarios, scenarios
 from scripts.redis_cluster import LocalCluster, local_cluster
 
 
@@ -84,26 +84,32 @@ def test_summed_counts_keep_names_only_one_server_has() -> None:
     assert summed_counts([]) == {}
 
 
-def test_the_cluster_scenario_is_one_load_on_both_sides() -> None:
-    for smoke, load in ((False, (60, 3)), (True, (12, 2))):
-        pair = cluster_scenarios(smoke)
-        assert [sc.side for sc in pair] == ["single", "cluster"]
-        assert {(sc.kind, sc.count, sc.tabs, sc.model) for sc in pair} == {
-            (JobKind.CHAT, *load, pair[0].model)
-        }
-        # `python -m bench.run --only cluster` picks both, and nothing else.
-        every = [*scenarios(smoke), *pair]
+def test_the_cluster_scenario_is_each_load_on_both_sides() -> None:
+    full, smoke = cluster_scenarios(smoke=False), cluster_scenarios(smoke=True)
+    assert [(sc.name, sc.side, sc.model) for sc in full] == [
+        ("cluster 60x3 1 node", "single", REPLY),
+        ("cluster 60x3 3 primaries", "cluster", REPLY),
+        ("cluster 60x3 fast 1 node", "single", FAST_REPLY),
+        ("cluster 60x3 fast 3 primaries", "cluster", FAST_REPLY),
+    ]
+    assert [(sc.name, sc.side, sc.model) for sc in smoke] == [
+        ("cluster 12x2 1 node", "single", REPLY),
+        ("cluster 12x2 3 primaries", "cluster", REPLY),
+    ]
+    for pair, count, tabs in ((full, 60, 3), (smoke, 12, 2)):
+        assert {(sc.kind, sc.count, sc.tabs) for sc in pair} == {(JobKind.CHAT, count, tabs)}
+    # `python -m bench.run --only cluster` picks them all, and nothing else.
+    for smoke_mode, pair in ((False, full), (True, smoke)):
+        every = [*scenarios(smoke_mode), *pair]
         assert [sc for sc in every if "cluster" in sc.name] == pair
-        assert [sc.name for sc in pair] == [
-            f"cluster {load[0]}x{load[1]} {SIDES[sc.side]}" for sc in pair if sc.side
-        ]
 
 
-def side(name: str, which: str, **figures: Any) -> dict[str, Any]:
+def side(name: str, which: Side, **figures: Any) -> dict[str, Any]:
     """A result as run.py writes it, with the figures the comparison reads."""
     base: dict[str, Any] = {
         "name": name,
         "side": which,
+        "pair": name.removesuffix(f" {SIDES[which]}"),
         "replies": 60,
         "tabs": 3,
         "processes": {"redis": 1},
@@ -131,16 +137,19 @@ CLUSTER = side(
     latency_ms={"p99": 30.0},
     redis_scripts_per_server=[40, 45, 35],
 )
+FAST_SINGLE = side("cluster 60x3 fast 1 node", "single", deliveries_per_s=30_000.0)
+FAST_CLUSTER = side("cluster 60x3 fast 3 primaries", "cluster", deliveries_per_s=15_000.0)
 
 
 def test_the_comparison_puts_both_sides_and_the_cluster_over_single_ratio() -> None:
     other = {"name": "chatrelay 10x1", "kind": "chat"}
-    found = cluster_comparison([other, SINGLE, CLUSTER])
-    assert found is not None
-    assert found["single"]["gateway_web_cpu_ms"] == pytest.approx(0.3)
-    assert found["cluster"]["gateway_web_cpu_ms"] == pytest.approx(0.4)
-    assert (found["single"]["redis_processes"], found["cluster"]["redis_processes"]) == (1, 6)
-    assert found["ratio"] == pytest.approx(
+    results = [other, SINGLE, CLUSTER, FAST_SINGLE, FAST_CLUSTER]
+    paced, fast = cluster_comparison(results)
+    assert (paced["load"], fast["load"]) == ("cluster 60x3", "cluster 60x3 fast")
+    assert paced["single"]["gateway_web_cpu_ms"] == pytest.approx(0.3)
+    assert paced["cluster"]["gateway_web_cpu_ms"] == pytest.approx(0.4)
+    assert (paced["single"]["redis_processes"], paced["cluster"]["redis_processes"]) == (1, 6)
+    assert paced["ratio"] == pytest.approx(
         {
             "deliveries_per_s": 0.8,
             "gateway_web_cpu_ms": 0.4 / 0.3,
@@ -149,25 +158,27 @@ def test_the_comparison_puts_both_sides_and_the_cluster_over_single_ratio() -> N
             "p99_ms": 1.5,
         }
     )
-    # One side alone (e.g. --only "1 node") is no comparison.
-    assert cluster_comparison([other, SINGLE]) is None
+    assert fast["ratio"]["deliveries_per_s"] == pytest.approx(0.5)
+    # A load run on one side alone (e.g. --only "1 node") is no comparison.
+    assert cluster_comparison([other, SINGLE, FAST_CLUSTER]) == []
 
 
 def test_the_comparison_table_shows_each_side_and_the_ratios() -> None:
-    found = cluster_comparison([SINGLE, CLUSTER])
-    assert found is not None
-    lines = cluster_text(found).splitlines()
+    lines = cluster_text(cluster_comparison([SINGLE, CLUSTER])).splitlines()
     assert lines[2] == (
         "| cluster 60x3 1 node | 1 | 10000 | 0.300 (0.100, 0.200) | 0.050 | 0.15 | 2.50 "
         "| 20.0 | 0 / 0 |"
     )
     assert lines[3].startswith("| cluster 60x3 3 primaries | 6 | 8000 | 0.400 (0.150, 0.250)")
-    assert lines[4] == "| cluster / single | | 0.80x | 1.33x | 4.00x | | 1.20x | 1.50x | |"
-    assert lines[-1] == "Script calls per primary (how the sessions spread): [40, 45, 35]"
+    assert lines[4] == (
+        "| cluster 60x3: cluster / single | | 0.80x | 1.33x | 4.00x | | 1.20x | 1.50x | |"
+    )
+    assert lines[-1] == "- cluster 60x3: script calls per primary [40, 45, 35]"
 
 
 def test_the_plot_is_a_png_copied_to_latest(tmp_path: Path) -> None:
-    path = plot_cluster(tmp_path, "STAMP", [SINGLE, CLUSTER], "latest")
+    results = [SINGLE, CLUSTER, FAST_SINGLE, FAST_CLUSTER]
+    path = plot_cluster(tmp_path, "STAMP", results, "latest")
     assert path == tmp_path / "STAMP-cluster.png"
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
