@@ -1,7 +1,8 @@
 """Live replies on a Redis Cluster (issue 12): sessions on all 3 primaries, 2 gateways, 2 web
 processes, 3 tabs per session spread over both web processes. Every tab sees the same events,
 ids one after another, and the fake upstream's exact text; a tab joining mid-reply and a tab
-resuming with ``Last-Event-ID`` get the rest exactly once."""
+resuming with ``Last-Event-ID`` get the rest exactly once. Each web process holds one sharded
+subscription connection per primary, not one per tab."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from chatrelay_common import SessionKeys
 
 from scripts.redis_cluster import ClusterNode, LocalCluster
 from tests.cluster.conftest import sessions_on_every_primary
@@ -84,6 +86,23 @@ def _after(events: list[Event], event_id: int | None) -> list[Event]:
     return [e for e in events if e.id is not None and e.id > event_id]
 
 
+def _subscribers(spread: dict[ClusterNode, list[str]]) -> dict[str, tuple[int, int]]:
+    """For each primary: its connections holding sharded subscriptions, and the fewest
+    subscribers any of its sessions' channels has. Plain channels must have none."""
+    seen = {}
+    for primary, sessions in spread.items():
+        channels = [SessionKeys(s).channel for s in sessions]
+        clients = str(primary.command("CLIENT", "LIST", "TYPE", "pubsub")).splitlines()
+        sharded = [line for line in clients if " ssub=0 " not in line]
+        counts = primary.command("PUBSUB", "SHARDNUMSUB", *channels)
+        plain = primary.command("PUBSUB", "NUMSUB", *channels)
+        assert isinstance(counts, list)
+        assert isinstance(plain, list)
+        assert not any(plain[1::2]), plain
+        seen[primary.address] = (len(sharded), min(counts[1::2]))
+    return seen
+
+
 def _wire(events: list[Event]) -> list[tuple[int | None, str, dict[str, object]]]:
     return [(e.id, e.name, e.data) for e in events]
 
@@ -105,6 +124,8 @@ async def test_tabs_on_both_web_processes_see_every_primary_s_replies_exactly(
             task = asyncio.create_task(watch(client, web, session_id, connected=ready))
             tabs.setdefault(session_id, []).append(task)
     await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in connected)), 30)
+    subscribers = await asyncio.to_thread(_subscribers, spread)
+    assert subscribers == {p.address: (len(webs), len(webs)) for p in spread}, subscribers
 
     started = time.monotonic()
     reply_ids = {
