@@ -418,6 +418,8 @@ def test_every_pod_is_hardened(objects: Objects) -> None:
         assert isinstance(security["runAsUser"], int), name
         assert security["runAsUser"] > 0, name
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        # Volumes a process writes belong to its group.
+        assert security["fsGroup"] == security["runAsGroup"], name
         assert pod["enableServiceLinks"] is False, name
         assert pod["automountServiceAccountToken"] is False, name
         if name in SERVICES:
