@@ -446,6 +446,38 @@ async def test_through_the_services_a_viewer_gets_revoked_and_a_delete_ends_the_
         assert [s["id"] for s in listed["sessions"]] == sessions[:1]
 
 
+async def test_through_the_gateways_the_list_pages_searches_and_a_rename_reaches_the_tabs(
+    gateways: list[Service], webs: list[Service]
+) -> None:
+    """Either gateway serves the list, and takes the other's cursors."""
+    async with httpx.AsyncClient(timeout=_WITHIN) as owner:
+        sessions = [await create_session(owner, gateways[n % 2].url) for n in range(5)]
+        renamed = sessions[2]
+        async with open_raw(owner, f"{webs[1].url}/api/sessions/{renamed}/events") as tab:
+            assert (await tab.next_frame() or Frame(None, "", None)).name == "snapshot"
+            response = await owner.patch(
+                f"{gateways[0].url}/api/sessions/{renamed}", json={"title": "Paris trip"}
+            )
+            assert response.status_code == 200, response.text
+            assert await tab.next_frame() == Frame(1, "title", {"title": "Paris trip"})
+        newest_first = [renamed, *(s for s in sessions[::-1] if s != renamed)]
+
+        walked: list[str] = []
+        cursor: str | None = None
+        for page_number in range(10):
+            params = {"limit": "2", **({} if cursor is None else {"cursor": cursor})}
+            url = f"{gateways[page_number % 2].url}/api/sessions"
+            page = (await owner.get(url, params=params)).json()
+            walked += [s["id"] for s in page["sessions"]]
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert walked == newest_first
+        found = (await owner.get(f"{gateways[1].url}/api/sessions", params={"q": "PARIS"})).json()
+        assert [(s["id"], s["title"]) for s in found["sessions"]] == [(renamed, "Paris trip")]
+        assert found["next"] is None
+
+
 class _CheapHasher(PasswordHasher):
     """argon2id, cheap enough for tests."""
 
