@@ -232,7 +232,8 @@ def test_the_validator_refuses_a_misspelt_field(
         kubernetes_validate.validate(web, KUBERNETES_VERSION, strict=True)
 
 
-def test_a_broken_overlay_fails_to_render(tree: Path, tmp_path: Path) -> None:
+def test_a_broken_overlay_fails_to_render(tmp_path: Path) -> None:
+    tree = _tree_with_examples(tmp_path)
     broken = tree / "overlays" / "broken"
     shutil.copytree(tree / "overlays" / "single-redis", broken)
     text = (broken / "kustomization.yaml").read_text()
@@ -364,7 +365,11 @@ def _routes(app: Litestar) -> set[str]:
 # parameter style (Litestar 3); that is not this test's subject.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_ports_probes_and_services_match(objects: Objects) -> None:
-    apps = {"gateway": create_gateway(GatewaySettings()), "web": create_web(WebSettings())}
+    # Defaults only: a developer's .env must not change which routes exist.
+    apps = {
+        "gateway": create_gateway(GatewaySettings(_env_file=None)),  # type: ignore[call-arg]
+        "web": create_web(WebSettings(_env_file=None)),  # type: ignore[call-arg]
+    }
     for name, app in apps.items():
         port = named_port(objects, name, "http")
         # The port the process listens on is the one the pod declares (and the probes use).
