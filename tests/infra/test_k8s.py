@@ -8,6 +8,7 @@ routes the apps have, hardened and with consistent shutdown timings. No cluster,
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -30,6 +31,7 @@ from chatrelay_web.app import create_app as create_web
 from litestar import Litestar
 from pydantic_settings import BaseSettings
 
+from scripts import render_nginx
 from tests.infra.test_ports import COMPOSE, ROOT
 from tests.infra.test_settings_everywhere import _variables
 
@@ -38,6 +40,7 @@ from tests.infra.test_settings_everywhere import _variables
 KUBERNETES_VERSION = "1.33.0"
 
 K8S = ROOT / "infra" / "k8s"
+EDGE_ENTRYPOINT = ROOT / "infra" / "docker" / "edge" / "entrypoint.sh"
 OVERLAYS = ("single-redis", "redis-cluster")
 COMPONENTS = tuple(sorted(path.name for path in (K8S / "components").iterdir()))
 # Each overlay alone, and with every component (what docs/deploy.md tells to add).
@@ -346,15 +349,53 @@ def test_config_files_hold_no_default_and_the_examples_no_secret() -> None:
 
 
 def test_the_edge_gets_only_what_it_reads_and_every_limit(objects: Objects) -> None:
-    edge_dir = ROOT / "infra" / "docker" / "edge"
-    template = (ROOT / "infra" / "nginx" / "chatrelay.conf.template").read_text()
-    reads = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (edge_dir / "entrypoint.sh").read_text()))
-    reads |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", template))
+    reads = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", EDGE_ENTRYPOINT.read_text()))
+    reads |= render_nginx.placeholders()
     sources = environment(objects, "edge")
     assert {v: w for v, w in sources.items() if len(w) > 1} == {}
     assert set(sources) <= reads, sorted(set(sources) - reads)
     limits = (ROOT / "infra" / "nginx" / "limits.env").read_text()
     assert set(re.findall(r"^([A-Z][A-Z0-9_]*)=", limits, flags=re.M)) <= set(sources)
+
+
+def test_the_edge_config_renders_from_the_pods_environment(
+    objects: Objects, tmp_path: Path
+) -> None:
+    """The edge pod's environment through the project's renderer (render.sh), with the
+    upstreams its entrypoint derives: web:$WEB_PORT and gateway:$GATEWAY_PORT, which must be
+    the Services."""
+    spec = container(objects, "edge")
+    values: dict[str, str] = {}
+    for item in spec["env"]:
+        if "value" in item:
+            values[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            encoded = one(objects, "Secret", ref["name"])["data"][ref["key"]]
+            values[item["name"]] = base64.b64decode(encoded).decode()
+    for source in spec["envFrom"]:
+        values.update(one(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    entrypoint = EDGE_ENTRYPOINT.read_text()
+    for upstream, port_variable in (
+        ("WEB_UPSTREAM", "WEB_PORT"),
+        ("GATEWAY_UPSTREAM", "GATEWAY_PORT"),
+    ):
+        default = re.search(rf"\$\{{{upstream}:=([a-z]+):\$\{{{port_variable}:", entrypoint)
+        assert default, upstream
+        host = default.group(1)
+        service_ports = [p["port"] for p in one(objects, "Service", host)["spec"]["ports"]]
+        assert service_ports == [int(values[port_variable])], (host, service_ports)
+        values[upstream] = f"{host}:{values[port_variable]}"
+    # The self-signed pair the entrypoint makes, unless the pod names its own.
+    values.setdefault("TLS_CERT", "/etc/chatrelay/tls/cert.pem")
+    values.setdefault("TLS_KEY", "/etc/chatrelay/tls/key.pem")
+    text = render_nginx.render({k: v for k, v in values.items() if v}, tmp_path / "edge.conf")
+    assert f"listen {values['HTTPS_PORT']} ssl http2;" in text
+    assert f"listen {values['HTTP_PORT']};" in text
+    assert f"server web:{values['WEB_PORT']};" in text
+    assert f"server gateway:{values['GATEWAY_PORT']};" in text
+    # On 443 the HTTP -> HTTPS redirect names no port.
+    assert '    "443"    "";' in text
 
 
 def _routes(app: Litestar) -> set[str]:
