@@ -261,9 +261,11 @@ class History:
             top = bottom
 
     async def _summary_of(self, session_id: str, texts: bool) -> list[Any] | None:
-        """``summary_of`` (summary.lua) of one session, in its slot; None when it is gone."""
+        """``summary_of`` (summary.lua) of one session, in its slot; None when it is gone.
+        Its keys are declared as the store's scripts declare them, so that a slot migrating
+        key by key answers TRYAGAIN (retried) rather than half a session."""
         summary: list[Any] | None = await self._summarize(
-            keys=[SessionKeys(session_id).session], args=[session_id, "1" if texts else "0"]
+            keys=SessionKeys(session_id).declared(), args=[session_id, "1" if texts else "0"]
         )
         return summary
 
