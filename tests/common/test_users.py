@@ -181,3 +181,12 @@ async def test_a_name_listed_without_an_account_is_no_user_and_remove_clears_it(
     # And the name can be added for real.
     assert await users.add(name, "pw") == name
     assert await users.verify(name, "pw") == name
+
+
+async def test_an_add_run_again_after_a_lost_answer_is_no_conflict(users: Users) -> None:
+    """The client sends a command again when its answer was lost: the account it wrote (its
+    own stamp) is no taken name; another add's is."""
+    key = f"chatrelay:user:{unique()}"
+    assert await users._create(keys=[key], args=["hash", "stamp-1"]) == 1
+    assert await users._create(keys=[key], args=["hash", "stamp-1"]) == 1
+    assert await users._create(keys=[key], args=["other", "stamp-2"]) == 0
