@@ -82,6 +82,26 @@ def _cancel_safe(connection_class: type[AbstractConnection]) -> type[AbstractCon
     return type(name, (_CancelSafeWrites, connection_class), {})
 
 
+class _Cluster(RedisCluster):
+    """redis-py 7.4 keeps a promoted replica's node typed "replica" (its NodesManager keeps the
+    old node object), so a SCRIPT LOAD sent to "the primaries" never reaches it and a script
+    answers NOSCRIPT there for good: load a script on every node, replicas included, so that
+    a replica that takes over has it already. A node that is down is skipped."""
+
+    async def script_load(self, script: Any) -> Any:
+        loaded = await asyncio.gather(
+            *(
+                self.execute_command("SCRIPT LOAD", script, target_nodes=node)
+                for node in self.get_nodes()
+            ),
+            return_exceptions=True,
+        )
+        for sha in loaded:
+            if not isinstance(sha, BaseException):
+                return sha
+        raise loaded[0]
+
+
 def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme in CLUSTER_SCHEMES
 
@@ -190,7 +210,7 @@ async def open_redis(
     if is_cluster_url(url):
         nodes, credentials = _cluster_nodes(url)
         tls = credentials.pop("ssl", False)
-        client = RedisCluster(startup_nodes=nodes, ssl=tls, **credentials, **options)
+        client = _Cluster(startup_nodes=nodes, ssl=tls, **credentials, **options)
         # The nodes it discovers are made with these (the startup nodes only find them).
         client.nodes_manager.connection_kwargs["connection_class"] = _cancel_safe(
             SSLConnection if tls else Connection
