@@ -5,11 +5,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chatrelay_common import SessionStore, open_redis
+from chatrelay_common import SessionStore
 from redis.asyncio import Redis
 
 from tests.support.fake_upstream import SCENARIOS, FakeUpstream
-from tests.support.redis_server import free_port, redis_source, redis_url
+from tests.support.redis_server import free_port, open_plain_redis, redis_source, redis_url
 from tests.support.services import Service, run_service
 
 # A key shaped like a real one: no response body or log line may ever contain it.
@@ -29,7 +29,7 @@ def redis_server_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_server_url: str) -> AsyncIterator[Redis]:
-    async with open_redis(redis_server_url) as client:
+    async with open_plain_redis(redis_server_url) as client:
         yield client
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from chatrelay_common import (
@@ -86,7 +87,7 @@ async def test_an_event_is_published_on_the_sessions_sharded_channel_only(
         assert (await sharded.get_message(timeout=5))["type"] == "ssubscribe"
         assert (await broadcast.get_message(timeout=5))["type"] == "subscribe"
         start = await store.start_reply(session_id, allowed_models=[MODEL], content="hi")
-        names = []
+        names: list[bytes] = []
         while len(names) < 2:
             message = await sharded.get_message(timeout=5)
             assert message is not None
@@ -216,7 +217,8 @@ async def test_a_down_primary_fails_only_its_own_writes_then_ids_jump_on_its_rep
     # The batch is sent again, as the gateway's writer does: applied once where it was.
     assert await store.append_deltas(more) == [True, True, True]
     after = [await store.last_seq(s) for s in sessions]
-    assert after[:2] == [before[0] + 1, before[1] + 1]
+    assert None not in before
+    assert after[:2] == [cast("int", before[0]) + 1, cast("int", before[1]) + 1]
     # The replica may lack its primary's last writes: ids jump past any a tab may hold.
     assert after[2] is not None
     assert before[2] is not None

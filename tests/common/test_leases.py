@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from chatrelay_common import ErrorEvent, SessionKeys, SessionSettings, SessionStore, open_redis
+from chatrelay_common import ErrorEvent, SessionKeys, SessionSettings, SessionStore
 from chatrelay_common._keys import LEASES
 from redis.asyncio import Redis
 
 from tests.support.redis_process import redis_process
+from tests.support.redis_server import open_plain_redis
 
 INTERRUPTED = (
     '{{"reply_id":"{}","code":"interrupted","message":"The gateway generating this reply '
@@ -24,7 +25,7 @@ async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
     """A Redis of these tests' own: a gateway process of another test on the shared Redis
     would reap these short leases itself."""
     with redis_process(tmp_path) as server:
-        async with open_redis(server.url) as client:
+        async with open_plain_redis(server.url) as client:
             yield client
 
 

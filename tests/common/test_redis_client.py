@@ -6,8 +6,10 @@ import asyncio
 import random
 from urllib.parse import urlsplit
 
-from chatrelay_common import Done, SessionSettings, SessionStore, open_redis
+from chatrelay_common import Done, SessionSettings, SessionStore
 from redis.asyncio import Redis
+
+from tests.support.redis_server import open_plain_redis
 
 
 async def test_cancelling_a_task_mid_command_cancels_it(redis: Redis) -> None:
@@ -88,7 +90,7 @@ async def test_a_retried_write_whose_first_attempt_ran_is_applied_once(
     redis_server_url: str,
 ) -> None:
     proxy = _CuttingProxy(redis_server_url)
-    async with proxy as url, open_redis(url) as client:
+    async with proxy as url, open_plain_redis(url) as client:
         store = SessionStore(client)
         session = await store.create(SessionSettings(model="m"))
         # Every script once, so that none is loaded during an armed call.
@@ -119,8 +121,8 @@ async def test_an_idle_subscription_outlives_the_socket_timeout(redis_server_url
     """The fan-out's client (retry=False) reads with no timeout; the gateway's stop listener
     reads with get_message's own timeout on the command client. Both stay up while idle."""
     async with (
-        open_redis(redis_server_url, retry=False, socket_timeout=0.2) as fanout_client,
-        open_redis(redis_server_url, socket_timeout=0.2) as command_client,
+        open_plain_redis(redis_server_url, retry=False, socket_timeout=0.2) as fanout_client,
+        open_plain_redis(redis_server_url, socket_timeout=0.2) as command_client,
     ):
         fanout = fanout_client.pubsub(ignore_subscribe_messages=True)
         listener = command_client.pubsub(ignore_subscribe_messages=True)

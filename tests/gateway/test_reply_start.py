@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chatrelay_common import Done, SessionSettings, SessionStore, open_redis
+from chatrelay_common import Done, SessionSettings, SessionStore
 from chatrelay_common._store import ModelNotAllowedError
 from chatrelay_gateway._generation import chat_body
 from redis.asyncio import Redis
 
 from tests.support.redis_process import redis_process
+from tests.support.redis_server import open_plain_redis
 
 
 @pytest.fixture
 async def own_redis(tmp_path: Path) -> AsyncIterator[Redis]:
     """A Redis of this test's own: its command counts are this test's alone."""
     with redis_process(tmp_path) as server:
-        async with open_redis(server.url) as client:
+        async with open_plain_redis(server.url) as client:
             yield client
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from chatrelay_common import SessionKeys, SessionSettings, SessionStore, open_redis
+from chatrelay_common import SessionKeys, SessionSettings, SessionStore
 from chatrelay_gateway._generation import Generations
 from chatrelay_gateway._upstream import UpstreamConfig
 from redis.asyncio import Redis
 
 from tests.support import fake_upstream as fake
 from tests.support.redis_process import redis_process
+from tests.support.redis_server import open_plain_redis
 
 # 200 tokens in about 0.4 s.
 _TOKEN_DELAY = 0.002
@@ -39,7 +40,7 @@ def upstream(quick_upstream: fake.FakeUpstream) -> fake.FakeUpstream:
 async def own_redis(tmp_path: Path) -> AsyncIterator[Redis]:
     """A Redis of this test's own: its command counts are this test's alone."""
     with redis_process(tmp_path) as server:
-        async with open_redis(server.url) as client:
+        async with open_plain_redis(server.url) as client:
             yield client
 
 

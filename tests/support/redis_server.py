@@ -8,13 +8,26 @@ import gc
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
+
+from chatrelay_common import open_redis
+from redis.asyncio import Redis
 
 from scripts.processes import free_port, start_redis, wait_for_port
 
 # free_port and wait_for_port: many tests take them from here.
-__all__ = ["free_port", "redis_source", "redis_url", "wait_for_port"]
+__all__ = ["free_port", "open_plain_redis", "redis_source", "redis_url", "wait_for_port"]
+
+
+@contextlib.asynccontextmanager
+async def open_plain_redis(url: str, **options: Any) -> AsyncIterator[Redis]:
+    """``open_redis`` of one Redis (not a cluster), typed as such."""
+    async with open_redis(url, **options) as client:
+        assert isinstance(client, Redis)
+        yield client
+
 
 # Nothing is pulled (there may be no registry): the image must already be on the engine, e.g.
 # the Debian stand-in that `make images` builds and names in REDIS_IMAGE.
