@@ -61,6 +61,10 @@ DEFAULT_MAX_BACKLOG = 10_000
 DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 # Seconds between a channel's flushes per connection on it (1,000 tabs: 10 ms at most).
 DEFAULT_FLUSH_SPACING = 10e-6
+# On a cluster, after a link failed or a slot moved, the slot map is read again this often
+# (seconds), for this long.
+_UNSETTLED_REFRESH = 0.5
+_UNSETTLED_SECONDS = 30.0
 # Heartbeat and stall deadlines are met within this many seconds (the wheel's slot width).
 DEADLINE_RESOLUTION = 0.05
 
@@ -391,21 +395,31 @@ class Fanout:
         self._connected.set()
 
     async def _run_cluster(self, cluster: RedisCluster) -> None:
-        """Reads the slot map, again whenever a link failed or a slot moved: links are made
-        as channels need them (``_link_for``), and each ends with its connection."""
+        """Reads the slot map, again whenever a link failed or a slot moved, and then every
+        ``_UNSETTLED_REFRESH`` seconds for ``_UNSETTLED_SECONDS`` (a failover takes the
+        cluster a few seconds to settle): links are made as channels need them
+        (``_link_for``), and each ends with its connection."""
+        loop = asyncio.get_running_loop()
+        unsettled_until = -math.inf
         try:
             while True:
-                self._refresh.clear()
+                if self._refresh.is_set():
+                    self._refresh.clear()
+                    unsettled_until = loop.time() + _UNSETTLED_SECONDS
                 try:
+                    # The client's own first (its aclose closes only the nodes of a client
+                    # that initialized), then the node manager's, which reads the slots again.
+                    await cluster.initialize()
                     await cluster.nodes_manager.initialize()
                 except (RedisError, OSError) as exc:
                     self._connected.clear()
                     logger.warning("fan-out cannot read the cluster's slots (%s); retrying", exc)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(_UNSETTLED_REFRESH)
                     continue
                 self._connected.set()
-                await self._refresh.wait()
-                await asyncio.sleep(0.1)  # a failover or migration: let the nodes agree
+                wait = _UNSETTLED_REFRESH if loop.time() < unsettled_until else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refresh.wait(), wait)
         finally:
             self._connected.clear()
             for task in list(self._link_tasks):
