@@ -16,13 +16,17 @@ from pathlib import Path
 
 from scripts.redis_cluster import local_cluster
 
+from .client import Endpoint
 from .stack import GivenRedis, Stack, run_stack
 
 __all__ = ["run_cluster_stack"]
 
 
 @contextlib.contextmanager
-def run_cluster_stack(run_dir: Path, models: list[str], main: Stack) -> Iterator[Stack]:
+def run_cluster_stack(
+    run_dir: Path, models: list[str], fake: tuple[Endpoint, int]
+) -> Iterator[Stack]:
+    """``fake``: the running bench fake (endpoint, pid) the first stack reads."""
     # A fresh cluster each run: a node folder left from the last one (its nodes.conf) would
     # make `redis-cli --cluster create` refuse a node that is not empty.
     nodes_dir = run_dir / "redis-cluster"
@@ -33,6 +37,5 @@ def run_cluster_stack(run_dir: Path, models: list[str], main: Stack) -> Iterator
             pids=[node.process.pid for node in cluster.nodes],
             ports=[node.port for node in cluster.primaries()],
         )
-        fake = (main.fake, main.pids["fake"][0])
         with run_stack(run_dir, models, redis=redis, fake=fake, relay=False) as stack:
             yield stack

@@ -42,6 +42,7 @@ __all__ = [
     "lost_or_duplicated",
     "main",
     "median_round",
+    "run_scenario",
     "scenarios",
 ]
 
@@ -518,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         if any(sc.side == "cluster" for sc in chosen):
             cluster_dir = args.out / "run-cluster"
             print(f"bench: starting chatrelay on a local Redis Cluster ({cluster_dir})", flush=True)
-            stacks["cluster"] = running.enter_context(run_cluster_stack(cluster_dir, models, stack))
+            fake = (stack.fake, stack.pids["fake"][0])
+            stacks["cluster"] = running.enter_context(run_cluster_stack(cluster_dir, models, fake))
             print(f"bench: cluster stack up; pids {stacks['cluster'].pids}", flush=True)
         everything = _all_pids(list(stacks.values()))
         # Round after round, not one scenario N times: a burst of other work on the shared

@@ -1,9 +1,12 @@
-"""The bench's cluster scenario: Redis counters added up over a real cluster's primaries, the
-two sides and their ratios, the table and the plot, and the scenario list."""
+"""The bench's cluster scenario: its stack (chatrelay on a real local cluster), Redis counters
+added up over the cluster's primaries, the two sides and their ratios, the table and the plot,
+and the scenario list."""
 
 from __future__ import annotations
 
 import socket
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,12 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from bench.client import JobKind
+from bench.client import Endpoint, JobKind
+from bench.cluster import run_cluster_stack
 from bench.procs import redis_counts, summed_counts
 from bench.report import SIDES, Side, cluster_comparison, cluster_text, plot_cluster
-from bench.run import FAST_REPLY, REPLY, cluster_scenarios, scenarios
+from bench.run import FAST_REPLY, REPLY, Scenario, cluster_scenarios, run_scenario, scenarios
+from scripts.processes import free_port, start, wait_for_port
 from scripts.redis_cluster import LocalCluster, local_cluster
 
 
@@ -73,6 +78,49 @@ def test_counts_add_up_over_the_primaries_of_a_real_cluster(cluster: LocalCluste
     # 2 per command here (each on its own connection), and on each server 3 of the readings
     # (the first one's INFO commandstats and close, the second one's INFO stats).
     assert moved["reads"] == 2 * 7 + 3 * len(ports)
+
+
+def test_the_cluster_stack_serves_a_small_load_from_every_primary(tmp_path: Path) -> None:
+    port = free_port()
+    fake = start("the bench fake", [sys.executable, "-m", "bench.fake", "--port", str(port)])
+    try:
+        wait_for_port(port, 30, fake)
+        upstream = (Endpoint("127.0.0.1", port, tls=False), fake.pid)
+        with run_cluster_stack(tmp_path, [REPLY], upstream) as stack:
+            # Every node's CPU counts as Redis's, the counters are read on the primaries.
+            titles = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack.pids["redis"]}
+            assert len(titles) == 6
+            assert all(b"redis-server" in t and b"[cluster]" in t for t in titles.values())
+            assert len(stack.redis_ports) == 3
+            assert {f"127.0.0.1:{p}".encode() for p in stack.redis_ports} <= {
+                t.split(b" ")[1] for t in titles.values()
+            }
+            assert stack.pids["fake"] == [fake.pid]
+            assert stack.relay_edge is None
+            sc = Scenario("cluster 12x2 3 primaries", JobKind.CHAT, 12, 2, side="cluster")
+            # The load client's workers (forked: they inherit the filters) leave transports
+            # they closed to finish as their event loop ends, which uvloop reports as a
+            # ResourceWarning; under filterwarnings = error that breaks the loop's close.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                result = run_scenario(sc, stack)
+            stack_pids = dict(stack.pids)
+    finally:
+        fake.stop()
+    assert (result["received"], result["lost"], result["duplicated"], result["id_gaps"]) == (
+        12 * 2 * 200,
+        0,
+        0,
+        0,
+    )
+    assert result["processes"] == {role: len(pids) for role, pids in stack_pids.items()}
+    assert result["redis_servers"] == 3
+    per_primary = result["redis_scripts_per_server"]
+    assert sum(per_primary) == result["redis"]["scripts"]
+    print(f"script calls per primary: {per_primary}")
+    # 12 sessions; all on one primary would be 3 * (1/3)^12: a near-certain spread.
+    assert sum(1 for calls in per_primary if calls) >= 2
+    assert result["cpu_ms_per_upstream_token"]["redis"] > 0
 
 
 def test_summed_counts_keep_names_only_one_server_has() -> None:
