@@ -1,7 +1,8 @@
 """``make bench`` / ``make bench-smoke``: chatrelay against its baselines, on this machine.
 
     python -m bench.run           # the full run (a few minutes)
-    python -m bench.run --smoke   # ~20 s; exit 1 only on a lost or duplicated token
+    python -m bench.run --smoke   # ~40 s; exit 1 only on a lost or duplicated token
+    python -m bench.run --only cluster   # the cluster scenario alone (~45 s)
 
 Starts the bench fake, chatrelay as ``make dev`` runs it, and a plain relay behind its own
 nginx (``bench.stack``), and for the cluster scenario a second chatrelay on a local Redis
