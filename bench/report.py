@@ -363,7 +363,7 @@ def plot_cluster(out_dir: Path, stamp: str, results: list[dict[str, Any]], lates
     rate.bar(
         labels, [r["deliveries_per_s"] for r in sides], color=[colours[r["side"]] for r in sides]
     )
-    rate.set_ylabel("token events delivered to tabs per second of wall time")
+    rate.set_ylabel("tokens delivered to tabs (each tab's copy) per second of wall time")
     rate.set_title("deliveries/s", fontsize=10)
     bottoms = [0.0] * len(sides)
     for role in OURS:

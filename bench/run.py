@@ -349,7 +349,7 @@ def _summarize(
         "errors": [e for r in gathered for e in r.errors][:5],
         "nominal_s": nominal,
         "wall_s": wall_s,
-        # token events into tabs (snapshot prefixes included) per second of wall time
+        # tokens into tabs (each tab's copy; snapshot prefixes included) per second of wall time
         "deliveries_per_s": delivered / wall_s if wall_s > 0 else None,
         "reply_s_p50": report.percentile(sorted(s for r in gathered for s in r.reply_seconds), 0.5),
         "first_token_ms": {
