@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, NodesManager
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.cluster import PRIMARY, REPLICA
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -82,24 +83,26 @@ def _cancel_safe(connection_class: type[AbstractConnection]) -> type[AbstractCon
     return type(name, (_CancelSafeWrites, connection_class), {})
 
 
-class _Cluster(RedisCluster):
-    """redis-py 7.4 keeps a promoted replica's node typed "replica" (its NodesManager keeps the
-    old node object), so a SCRIPT LOAD sent to "the primaries" never reaches it and a script
-    answers NOSCRIPT there for good: load a script on every node, replicas included, so that
-    a replica that takes over has it already. A node that is down is skipped."""
+class _NodesManager(NodesManager):
+    """redis-py 7.4 builds new node objects each time it reads the slot map, routes through
+    them, but keeps the old ones (with their old roles) as its nodes: a promoted replica then
+    stays typed "replica", so SCRIPT LOAD to "the primaries" never reaches it (its sessions
+    answer NOSCRIPT for good), and the connections of the routed objects are never closed
+    (``aclose`` closes the kept ones). Route through the kept objects, with the roles the map
+    just gave them."""
 
-    async def script_load(self, script: Any) -> Any:
-        loaded = await asyncio.gather(
-            *(
-                self.execute_command("SCRIPT LOAD", script, target_nodes=node)
-                for node in self.get_nodes()
-            ),
-            return_exceptions=True,
-        )
-        for sha in loaded:
-            if not isinstance(sha, BaseException):
-                return sha
-        raise loaded[0]
+    __slots__ = ()
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        shared: dict[int, list[ClusterNode]] = {}  # a range of slots shares one list
+        for slot, nodes in self.slots_cache.items():
+            kept = shared.get(id(nodes))
+            if kept is None:
+                kept = shared[id(nodes)] = [self.nodes_cache.get(n.name, n) for n in nodes]
+                for at, node in enumerate(kept):
+                    node.server_type = PRIMARY if at == 0 else REPLICA
+            self.slots_cache[slot] = kept
 
 
 def is_cluster_url(url: str) -> bool:
@@ -210,7 +213,9 @@ async def open_redis(
     if is_cluster_url(url):
         nodes, credentials = _cluster_nodes(url)
         tls = credentials.pop("ssl", False)
-        client = _Cluster(startup_nodes=nodes, ssl=tls, **credentials, **options)
+        client = RedisCluster(startup_nodes=nodes, ssl=tls, **credentials, **options)
+        # RedisCluster makes its node manager itself: only its class can be swapped.
+        client.nodes_manager.__class__ = _NodesManager
         # The nodes it discovers are made with these (the startup nodes only find them).
         client.nodes_manager.connection_kwargs["connection_class"] = _cancel_safe(
             SSLConnection if tls else Connection
