@@ -49,6 +49,7 @@ from tests.gateway.test_share import share
 from tests.support.accounts import new_username, run_users_cli
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT
+from tests.support.history import walk
 from tests.support.services import Service
 from tests.web.test_shared import Frame, open_raw, reply_text, shared_events
 
@@ -102,19 +103,6 @@ async def _spread(
     raise AssertionError(f"sessions did not spread over every primary: {home}")
 
 
-async def _walk(history: History, owner: str, limit: int, query: str | None = None) -> list[str]:
-    seen: list[str] = []
-    cursor = None
-    for _ in range(200):
-        page = await history.list(owner, limit=limit, cursor=cursor, query=query)
-        assert len(page.sessions) <= limit
-        seen += [summary.id for summary in page.sessions]
-        if page.next is None:
-            return seen
-        cursor = page.next
-    raise AssertionError("the cursor walk did not end")
-
-
 async def test_the_list_pages_and_searches_sessions_on_every_primary(
     store: SessionStore, cluster: LocalCluster
 ) -> None:
@@ -128,7 +116,7 @@ async def test_the_list_pages_and_searches_sessions_on_every_primary(
     assert [s.id for s in page.sessions] == newest_first
     assert page.next is None
     for limit in (1, 2, 3, 7, len(sessions) - 1, len(sessions)):
-        assert await _walk(history, owner, limit) == newest_first, limit
+        assert await walk(history, owner, limit) == newest_first, limit
     assert [(s.title, s.message_count, s.model) for s in page.sessions] == [
         (f"topic {n:03d} on {home[session].port}", 2, "m")
         for n, session in reversed(list(enumerate(sessions)))
@@ -150,25 +138,25 @@ async def test_the_list_pages_and_searches_sessions_on_every_primary(
     # Search reads every session in its own slot: titles, questions and answers, any case.
     for node in cluster.primaries():
         on_node = [s for s in newest_first if home[s].port == node.port]
-        assert await _walk(history, owner, 10, f"ON {node.port}") == on_node
-        assert await _walk(history, owner, 1, "answer to topic 0") == [
+        assert await walk(history, owner, 10, f"ON {node.port}") == on_node
+        assert await walk(history, owner, 1, "answer to topic 0") == [
             s for s in newest_first if "topic 0" in f"topic {sessions.index(s):03d}"
         ]
-    assert await _walk(history, owner, 10, "answer to topic 002") == [sessions[2]]
-    assert await _walk(history, owner, 10, "AGAIN") == [moved]
-    assert await _walk(history, owner, 10, "no such words") == []
-    assert await _walk(history, owner, 4, "topic") == newest_first
+    assert await walk(history, owner, 10, "answer to topic 002") == [sessions[2]]
+    assert await walk(history, owner, 10, "AGAIN") == [moved]
+    assert await walk(history, owner, 10, "no such words") == []
+    assert await walk(history, owner, 4, "topic") == newest_first
 
     # The newest sessions only, and a byte bound that a request stops at (with a `next`).
     assert (
-        await _walk(History(store, search_max_sessions=3), owner, 10, "topic") == (newest_first[:3])
+        await walk(History(store, search_max_sessions=3), owner, 10, "topic") == (newest_first[:3])
     )
     bounded = History(store, search_max_bytes=1)
     first = await bounded.list(owner, limit=10, query="topic")
     # Every request reads at least one session, then stops at the bound.
     assert ([s.id for s in first.sessions], first.next is not None) == ([newest_first[0]], True)
-    assert await _walk(bounded, owner, 10, "topic") == newest_first
-    assert await _walk(bounded, owner, 10, "answer to topic 002") == [sessions[2]]
+    assert await walk(bounded, owner, 10, "topic") == newest_first
+    assert await walk(bounded, owner, 10, "answer to topic 002") == [sessions[2]]
 
     with pytest.raises(InvalidCursorError):
         await history.list(owner, limit=10, cursor="!!!")
@@ -186,15 +174,15 @@ async def test_gone_sessions_are_pruned_and_ties_are_paged_without_loss(
     await cast("Awaitable[int]", redis.zadd(index, dict.fromkeys(sessions, now_ms)))
     by_id = sorted(sessions, reverse=True)
     for limit in (1, 3, 64, 65, 100):
-        assert await _walk(history, owner, limit) == by_id, limit
+        assert await walk(history, owner, limit) == by_id, limit
 
     vanished, expired = by_id[5], by_id[66]
     await cast("Awaitable[int]", redis.delete(SessionKeys(vanished).session))
     old_ms = int((time.time() - store._session_ttl - 5) * 1000)
     await cast("Awaitable[int]", redis.zadd(index, {expired: old_ms}))
     kept = [s for s in by_id if s not in (vanished, expired)]
-    assert await _walk(history, owner, 3) == kept
-    assert await _walk(history, owner, 100, "no match") == []
+    assert await walk(history, owner, 3) == kept
+    assert await walk(history, owner, 100, "no match") == []
     listed = await cast("Awaitable[list[bytes]]", redis.zrevrange(index, 0, -1))
     assert [member.decode() for member in listed] == kept
     ttl = await cast("Awaitable[int]", redis.ttl(index))

@@ -16,6 +16,7 @@ from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
 from scripts.redis_cluster import ClusterNode, LocalCluster
+from tests.support.fanout import running
 
 
 @pytest.fixture
@@ -27,20 +28,11 @@ async def client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
 
 @pytest.fixture
 async def fanout(cluster: LocalCluster) -> AsyncIterator[Fanout]:
-    async with open_redis(cluster.url, retry=False) as opened:
-        running = Fanout(opened, timeout=10.0)
-        reader = asyncio.create_task(running.run())
-        try:
-            for _ in range(400):
-                if running.connected:
-                    break
-                await asyncio.sleep(0.025)
-            assert running.connected
-            yield running
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+    async with (
+        open_redis(cluster.url, retry=False) as opened,
+        running(Fanout(opened, timeout=10.0)) as started,
+    ):
+        yield started
 
 
 def channel_on(cluster: LocalCluster, primary: ClusterNode, name: str) -> str:

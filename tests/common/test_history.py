@@ -29,6 +29,8 @@ from chatrelay_common._keys import LEASES, OWNER_INDEX_PREFIX
 from chatrelay_common._titles import default_title
 from redis.asyncio import Redis
 
+from tests.support.history import walk
+
 
 def _owner() -> str:
     return f"o:{new_id()}"  # a fresh owner per test: the Redis is shared
@@ -45,19 +47,6 @@ async def _session(store: SessionStore, owner: str, *texts: str, model: str = "m
     return session
 
 
-async def _walk(history: History, owner: str, limit: int, query: str | None = None) -> list[str]:
-    seen: list[str] = []
-    cursor = None
-    for _ in range(100):
-        page = await history.list(owner, limit=limit, cursor=cursor, query=query)
-        assert len(page.sessions) <= limit
-        seen += [summary.id for summary in page.sessions]
-        if page.next is None:
-            return seen
-        cursor = page.next
-    raise AssertionError("the cursor walk did not end")
-
-
 async def test_the_list_is_newest_activity_first_and_the_cursor_visits_each_once(
     store: SessionStore,
 ) -> None:
@@ -71,7 +60,7 @@ async def test_the_list_is_newest_activity_first_and_the_cursor_visits_each_once
     assert [s.id for s in page.sessions] == newest_first
     assert page.next is None
     for limit in (1, 2, 3, 6, 7):
-        assert await _walk(history, owner, limit) == newest_first, limit
+        assert await walk(history, owner, limit) == newest_first, limit
 
     top = page.sessions[0]
     assert top.title == "question 2"
@@ -92,7 +81,7 @@ async def test_ties_in_activity_are_paged_without_loss(store: SessionStore, redi
     sessions = [await _session(store, owner) for _ in range(5)]
     now_ms = int(time.time() * 1000)
     await redis.zadd(OWNER_INDEX_PREFIX + owner, dict.fromkeys(sessions, now_ms))
-    walked = await _walk(history, owner, 2)
+    walked = await walk(history, owner, 2)
     assert walked == sorted(sessions, reverse=True)
 
 
@@ -135,7 +124,7 @@ async def test_search_finds_titles_and_message_text_in_any_case(store: SessionSt
     other = await _session(store, owner, "nothing to see")
 
     async def found(query: str) -> list[str]:
-        return await _walk(history, owner, 10, query)
+        return await walk(history, owner, 10, query)
 
     assert await found("PARIS TRIP") == [by_title]
     assert await found("crème brûlée") == [by_question]
@@ -145,7 +134,7 @@ async def test_search_finds_titles_and_message_text_in_any_case(store: SessionSt
     assert await found("answer to") == [other, by_answer, by_question, by_title]
     assert await found("no such words") == []
     # Paged like the list: one result a page, each once.
-    assert await _walk(history, owner, 1, "answer to") == await found("answer to")
+    assert await walk(history, owner, 1, "answer to") == await found("answer to")
 
 
 async def test_search_looks_at_the_newest_sessions_only(store: SessionStore) -> None:
@@ -153,8 +142,8 @@ async def test_search_looks_at_the_newest_sessions_only(store: SessionStore) -> 
     owner = _owner()
     oldest = await _session(store, owner, "needle in the oldest")
     newer = [await _session(store, owner, f"needle {n}") for n in range(3)]
-    assert await _walk(history, owner, 10, "needle") == newer[::-1]
-    assert oldest in await _walk(History(store), owner, 10, "needle")
+    assert await walk(history, owner, 10, "needle") == newer[::-1]
+    assert oldest in await walk(History(store), owner, 10, "needle")
 
 
 async def test_search_stops_at_its_byte_bound_and_goes_on_from_next(
@@ -168,8 +157,8 @@ async def test_search_stops_at_its_byte_bound_and_goes_on_from_next(
     # Every request reads at least one session, then stops at the bound.
     assert [s.id for s in first.sessions] == []
     assert first.next is not None
-    assert await _walk(history, owner, 10, "hay") == sessions[::-1]
-    assert await _walk(history, owner, 10, "needle") == [target]
+    assert await walk(history, owner, 10, "hay") == sessions[::-1]
+    assert await walk(history, owner, 10, "needle") == [target]
 
 
 @pytest.mark.parametrize(

@@ -13,23 +13,9 @@ from chatrelay_common import encode_wire, open_redis
 from chatrelay_web._fanout import Fanout, FanoutUnavailableError, Subscriber
 from redis.asyncio import Redis
 
+from tests.support.fanout import running
+
 CHANNEL = "chatrelay:test:fanout"
-
-
-@contextlib.asynccontextmanager
-async def running(fanout: Fanout) -> AsyncIterator[Fanout]:
-    reader = asyncio.create_task(fanout.run())
-    try:
-        for _ in range(200):
-            if fanout.connected:
-                break
-            await asyncio.sleep(0.025)
-        assert fanout.connected
-        yield fanout
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
 
 
 @pytest.fixture
