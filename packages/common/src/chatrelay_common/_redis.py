@@ -165,26 +165,20 @@ def node_client(cluster: RedisCluster, host: str, port: int) -> Redis:
 async def open_pubsub(redis: AnyRedis, **options: Any) -> AsyncIterator[PubSub]:
     """A pub/sub connection for plain (not sharded) channels: the client's own, or on a
     cluster one to a node picked at random, since a plain PUBLISH reaches every node."""
-    if isinstance(redis, Redis):
-        pubsub = redis.pubsub(**options)
-        try:
-            yield pubsub
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        return
-    await redis.initialize()
-    node = random.choice(redis.get_primaries())
-    client = node_client(redis, node.host, int(node.port))
-    try:
+    async with contextlib.AsyncExitStack() as opened:
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
+            node = random.choice(redis.get_primaries())
+            client = node_client(redis, node.host, int(node.port))
+            opened.push_async_callback(client.aclose)
+        else:
+            client = redis
         pubsub = client.pubsub(**options)
         try:
             yield pubsub
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-    finally:
-        await client.aclose()
 
 
 def _make_cancel_safe(client: Redis) -> None:

@@ -33,6 +33,8 @@ from typing import Any, Final, Literal, TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
@@ -537,8 +539,10 @@ class SessionStore:
             self._durable_checked_at = now
         return self._durable
 
-    async def _write(self, script: Any, session_id: str, *args: str | bytes) -> int:
-        return int(await self._run(script, session_id, *args))
+    async def _write(
+        self, script: Any, session_id: str, *args: str | bytes, reply_id: str | None = None
+    ) -> int:
+        return int(await self._run(script, session_id, *args, reply_id=reply_id))
 
     async def create(self, settings: SessionSettings, *, owner: str | None = None) -> str:
         """A new session; with ``owner`` it is recorded as its creator's and joins that
@@ -546,31 +550,27 @@ class SessionStore:
         session_id = new_id()
         key = SessionKeys(session_id).session
         fields: dict[str, bytes | str | int] = {_SETTINGS: msgspec.json.encode(settings), _SEQ: 0}
-        if self.cluster:  # the session and its owner's index are in different slots
-            if owner is not None:
-                fields[_OWNER] = owner
-            await self._redis.hset(key, mapping=fields)  # type: ignore[misc]
-            await self._redis.expire(key, self._session_ttl)
-            if owner is not None:
-                await self._list_for_owner(owner, session_id)
-            return session_id
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if owner is not None:
-                fields[_OWNER] = owner
-                index = OWNER_INDEX_PREFIX + owner
-                pipe.zadd(index, {session_id: int(time.time() * 1000)})
-                pipe.expire(index, self._session_ttl)
+        if owner is not None:
+            fields[_OWNER] = owner
+        # One Redis: the session and its place in its owner's index in one transaction. On a
+        # cluster they are in different slots (an index entry whose session is missing is
+        # pruned by the list).
+        async with self._redis.pipeline(transaction=not self.cluster) as pipe:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._session_ttl)
+            if owner is not None:
+                self._list_for_owner(pipe, owner, session_id)
             await pipe.execute()
         return session_id
 
-    async def _list_for_owner(self, owner: str, session_id: str) -> None:
-        """On a cluster: the session goes to the top of its owner's index, which lives as long
-        as its newest session (what ``touch_all`` does in a script on one Redis)."""
+    def _list_for_owner(
+        self, pipe: Pipeline | ClusterPipeline, owner: str, session_id: str
+    ) -> None:
+        """Queue the session's move to the top of its owner's index, which lives as long as
+        its newest session."""
         index = OWNER_INDEX_PREFIX + owner
-        await self._redis.zadd(index, {session_id: int(time.time() * 1000)})
-        await self._redis.expire(index, self._session_ttl)
+        pipe.zadd(index, {session_id: int(time.time() * 1000)})
+        pipe.expire(index, self._session_ttl)
 
     async def _touch_outside(self, session_id: str) -> None:
         """On a cluster, after a write that was activity: what ``touch_all`` leaves to the
@@ -581,10 +581,12 @@ class SessionStore:
             "Awaitable[list[bytes | None]]",
             self._redis.hmget(SessionKeys(session_id).session, [_OWNER, _SHARE]),
         )
-        if owner is not None:
-            await self._list_for_owner(owner.decode(), session_id)
-        if share is not None:
-            await self._redis.expire(SHARE_PREFIX + share.decode(), self._session_ttl)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if owner is not None:
+                self._list_for_owner(pipe, owner.decode(), session_id)
+            if share is not None:
+                pipe.expire(SHARE_PREFIX + share.decode(), self._session_ttl)
+            await pipe.execute()
 
     async def _session_field(self, session_id: str, field: str) -> bytes | None:
         key = SessionKeys(session_id).session
@@ -779,17 +781,15 @@ class SessionStore:
         else:
             status = "stopped" if event.finish_reason == "stopped" else "complete"
         ending = _encoder.encode(_ending_of(event))
-        seq = int(
-            await self._run(
-                self._finish,
-                session_id,
-                reply_id,
-                status,
-                event.name,
-                encode_data(event),
-                ending,
-                reply_id=reply_id,
-            )
+        seq = await self._write(
+            self._finish,
+            session_id,
+            reply_id,
+            status,
+            event.name,
+            encode_data(event),
+            ending,
+            reply_id=reply_id,
         )
         if seq == _Delta.NOT_STREAMING:
             return False

@@ -1,9 +1,9 @@
 -- Text and reasoning for the streaming replies of any number of sessions, in one call: a
 -- gateway's writer sends every reply's pending text together (one round trip, not one per
 -- reply per token). KEYS: as `for_each_session` says, per write its session's and reply's;
--- ARGV[1] the KEYS per write, [2] unused, [9..] seven per write: key prefix, session id, reply id, kind (REASONING_EVENT or
--- DELTA_EVENT), text, its event data, batch number (1, 2, … per reply, across both kinds; ''
--- for an unnumbered write). Writes to one reply go in batch order.
+-- ARGV[1] the KEYS per write, [2] unused, [9..] seven per write: key prefix, session id,
+-- reply id, kind (REASONING_EVENT or DELTA_EVENT), text, its event data, batch number (1, 2,
+-- … per reply, across both kinds; '' for an unnumbered write). Writes to one reply go in batch order.
 -- Returns per write: its seq, or APPLIED_ALREADY (a retried call that had run), or
 -- NOT_STREAMING (the reply finished, or was closed as an orphan).
 local function append(reply, kind, text, data, batch)
