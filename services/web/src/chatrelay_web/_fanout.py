@@ -61,6 +61,8 @@ DEFAULT_MAX_BACKLOG = 10_000
 DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 # Seconds between a channel's flushes per connection on it (1,000 tabs: 10 ms at most).
 DEFAULT_FLUSH_SPACING = 10e-6
+# The name of the one link on a single Redis (a cluster's are named "host:port").
+_SINGLE = "Redis"
 # On a cluster, after a link failed or a slot moved, the slot map is read again this often
 # (seconds), for this long.
 _UNSETTLED_REFRESH = 0.5
@@ -339,7 +341,7 @@ class Fanout:
         self._wheel = _DeadlineWheel()
         self._timeout = timeout
         self.channels: dict[bytes, _Channel] = {}
-        # The links by node ("host:port"; one, "", on a single Redis).
+        # The links by node ("host:port"; one, ``_SINGLE``, on a single Redis).
         self._links: dict[str, _Link] = {}
         self._link_tasks: set[asyncio.Task[None]] = set()
         # On a cluster: the slot map is to be read again (a link failed, a slot moved).
@@ -377,18 +379,14 @@ class Fanout:
 
     async def _run_single(self, redis: Redis) -> None:
         while True:
-            link = self._links[""] = _Link(self, redis, sharded=False, name="")
+            link = self._links[_SINGLE] = _Link(self, redis, sharded=False, name=_SINGLE)
             watch = asyncio.create_task(self._connected_with(link))
             try:
-                await link.run()
-            except* (RedisError, OSError) as group:
-                logger.warning("fan-out lost Redis (%s); reconnecting", group.exceptions[0])
+                await self._run_link(link)
             finally:
                 watch.cancel()
                 self._connected.clear()
-                self._close_channels_of(link)
-                del self._links[""]
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # then reconnect
 
     async def _connected_with(self, link: _Link) -> None:
         await link.connected.wait()
@@ -430,7 +428,7 @@ class Fanout:
         """The link that carries ``key``: the one Redis's, or its slot's primary's (or
         ``node``'s, when Redis said the slot is there)."""
         if not isinstance(self._redis, RedisCluster):
-            return self._links[""]
+            return self._links[_SINGLE]
         if node is None:
             primary = self._redis.get_node_from_key(key.decode())
             if primary is None:  # the slot map has no primary for it (mid-failover)
@@ -446,7 +444,10 @@ class Fanout:
             task.add_done_callback(self._link_tasks.discard)
         return link
 
-    async def _run_link(self, link: _Link, client: Redis) -> None:
+    async def _run_link(self, link: _Link, own_client: Redis | None = None) -> None:
+        """Run ``link`` until its connection breaks, then close its tabs (they resume with
+        ``Last-Event-ID``) and forget it; on a cluster, read the slot map again. Closes
+        ``own_client``, a node's client made for this link."""
         try:
             await link.run()
         except* (RedisError, OSError) as group:
@@ -456,8 +457,9 @@ class Fanout:
                 del self._links[link.name]
             self._close_channels_of(link)
             self._refresh.set()
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+            if own_client is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await own_client.aclose()
 
     def moved(self, key: bytes, link: _Link, refused: ResponseError | None = None) -> None:
         """``key``'s slot is no longer ``link``'s node's: subscribe it where it went (where
