@@ -49,7 +49,7 @@ from tests.gateway.test_share import share
 from tests.support.accounts import new_username, run_users_cli
 from tests.support.api import create_session, send_message
 from tests.support.fake_upstream import SLOW_TEXT
-from tests.support.history import walk
+from tests.support.history import assert_deleted_for_good, walk
 from tests.support.services import Service
 from tests.web.test_shared import Frame, open_raw, reply_text, shared_events
 
@@ -284,14 +284,7 @@ async def test_delete_stops_the_reply_tells_the_tabs_and_removes_the_session_ent
     index = await cast("Awaitable[list[bytes]]", redis.zrange(OWNER_INDEX_PREFIX + owner, 0, -1))
     assert index == [keep.encode()]
     assert [s.id for s in (await history.list(owner, limit=10)).sessions] == [keep]
-    with pytest.raises(SessionNotFoundError):
-        await store.snapshot(session)
-    with pytest.raises(SessionNotFoundError):
-        await history.delete(session)
-    # The stopped reply's writer finds nothing, and puts nothing back.
-    assert not await store.append_delta(session, reply_id, "late")
-    assert not await store.finish_reply(session, reply_id, Done(reply_id, "stopped", None))
-    assert await store.keep_leases([(session, reply_id)]) == ["lost"]
+    await assert_deleted_for_good(store, history, session, reply_id)
     assert await _keys_of(redis, session) == []
 
 

@@ -29,7 +29,7 @@ from chatrelay_common._keys import LEASES, OWNER_INDEX_PREFIX
 from chatrelay_common._titles import default_title
 from redis.asyncio import Redis
 
-from tests.support.history import walk
+from tests.support.history import assert_deleted_for_good, walk
 
 
 def _owner() -> str:
@@ -259,14 +259,7 @@ async def test_delete_stops_the_reply_tells_the_tabs_and_removes_every_key(
     assert [key async for key in redis.scan_iter(match=f"*{session}*")] == []
     assert await redis.zscore(LEASES, session) is None
     assert [s.id for s in (await history.list(owner, limit=10)).sessions] == [keep]
-    with pytest.raises(SessionNotFoundError):
-        await store.snapshot(session)
-    with pytest.raises(SessionNotFoundError):
-        await history.delete(session)
-    # The stopped reply's writer finds nothing, and puts nothing back.
-    assert not await store.append_delta(session, reply_id, "late")
-    assert not await store.finish_reply(session, reply_id, Done(reply_id, "stopped", None))
-    assert await store.keep_leases([(session, reply_id)]) == ["lost"]
+    await assert_deleted_for_good(store, history, session, reply_id)
     assert [key async for key in redis.scan_iter(match=f"*{session}*")] == []
 
 
