@@ -324,21 +324,37 @@ async def test_sharing_under_site_password_needs_no_login_to_watch(
     token = shared.json()["token"]
     async with httpx.AsyncClient(timeout=_WITHIN) as stranger:
         assert (await stranger.get(f"{locked_web.url}/r/{token}")).status_code == 200
-        snapshot = await stranger.get(f"{locked_web.url}/api/shared/{token}")
-        assert (snapshot.status_code, snapshot.json()["id"]) == (200, token)
-        async with open_raw(stranger, shared_events(locked_web, token)) as viewer:
-            await viewer.next_frame()
-            sent = await client.post(
-                f"{locked_gateway.url}/api/sessions/{session_id}/messages",
-                json={"content": "hello"},
-                headers=cookie,
-            )
-            assert sent.status_code == 202
-            frames = await viewer.until("done")
-        assert frames[0].data["message"]["content"] == "hello"
-        assert session_id.encode() not in viewer.raw + snapshot.content
+        await _a_stranger_watches_the_owner_send(
+            client, stranger, (locked_gateway, locked_web), session_id, token, cookie
+        )
         # The session itself stays closed to the stranger.
         assert (await stranger.get(owner_events(locked_web, session_id))).status_code == 401
+
+
+async def _a_stranger_watches_the_owner_send(
+    client: httpx.AsyncClient,
+    stranger: httpx.AsyncClient,
+    services: tuple[Service, Service],
+    session_id: str,
+    token: str,
+    owner: dict[str, str],
+) -> None:
+    """Through the link only, ``stranger`` gets the snapshot, then the reply to the message
+    the owner (``owner``'s headers) sends, and never the session id."""
+    gateway, web = services
+    snapshot = await stranger.get(f"{web.url}/api/shared/{token}")
+    assert (snapshot.status_code, snapshot.json()["id"]) == (200, token)
+    async with open_raw(stranger, shared_events(web, token)) as viewer:
+        await viewer.next_frame()
+        sent = await client.post(
+            f"{gateway.url}/api/sessions/{session_id}/messages",
+            json={"content": "hello"},
+            headers=owner,
+        )
+        assert sent.status_code == 202
+        frames = await viewer.until("done")
+    assert frames[0].data["message"]["content"] == "hello"
+    assert session_id.encode() not in viewer.raw + snapshot.content
 
 
 @pytest.fixture(scope="module")
@@ -374,18 +390,8 @@ async def test_with_accounts_only_the_owner_shares_and_anyone_watches(
     token = shared.json()["token"]
     assert (await client.delete(share_url, headers=bob)).status_code == 404
     async with httpx.AsyncClient(timeout=_WITHIN) as stranger:
-        snapshot = await stranger.get(f"{web.url}/api/shared/{token}")
-        assert (snapshot.status_code, snapshot.json()["id"]) == (200, token)
-        async with open_raw(stranger, shared_events(web, token)) as viewer:
-            await viewer.next_frame()
-            sent = await client.post(
-                f"{gateway.url}/api/sessions/{session_id}/messages",
-                json={"content": "hello"},
-                headers=alice,
-            )
-            assert sent.status_code == 202
-            frames = await viewer.until("done")
-        assert frames[0].data["message"]["content"] == "hello"
-        assert session_id.encode() not in viewer.raw + snapshot.content
+        await _a_stranger_watches_the_owner_send(
+            client, stranger, (gateway, web), session_id, token, alice
+        )
         # Bob's own session-id route stays closed; the link is all he may have.
         assert (await client.get(owner_events(web, session_id), headers=bob)).status_code == 404
